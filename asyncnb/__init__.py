@@ -1,0 +1,56 @@
+"""asyncnb: turn a notebook predictor class into an asynchronous inference API on Dask."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    AsyncNBError,
+    GatewayError,
+    GatewayUnreachable,
+    UsageError,
+    WorkloadCancelled,
+    WorkloadFailed,
+)
+from .progress import report_progress
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncAPI",
+    "AsyncNBError",
+    "Client",
+    "GatewayError",
+    "GatewayUnreachable",
+    "UsageError",
+    "Workload",
+    "WorkloadCancelled",
+    "WorkloadFailed",
+    "__version__",
+    "api",
+    "deploy",
+    "report_progress",
+]
+
+
+def deploy(cls: type, name: str, config: dict[str, Any] | None = None, **options: Any) -> Any:
+    """Deploy `cls` as API `name` to ASYNCNB_GATEWAY, or to this process's embedded gateway."""
+    from .client import Client
+
+    return Client().deploy(cls, name, config, **options)
+
+
+def api(name: str) -> Any:
+    """The handle of an already deployed API."""
+    from .client import Client
+
+    return Client().api(name)
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in httpx and cloudpickle; workers importing `report_progress` need neither.
+    if name in ("Client", "AsyncAPI", "Workload"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(name)

@@ -1,0 +1,302 @@
+"""The Python client: the same HTTP API a colleague calls, wrapped for notebooks and scripts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import site
+import sys
+import sysconfig
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import cloudpickle
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .errors import (
+    GatewayError,
+    GatewayUnreachable,
+    UsageError,
+    WorkloadCancelled,
+    WorkloadFailed,
+)
+from .predictor import check_predictor_class, decode_payload
+
+_LONG_POLL_S = 20.0
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, GatewayUnreachable) or (
+        isinstance(exc, GatewayError) and exc.status_code == 503
+    )
+
+
+def _installed_roots() -> list[Path]:
+    roots = [Path(p) for p in site.getsitepackages() + [site.getusersitepackages()]]
+    roots += [Path(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib")]
+    return [r.resolve() for r in roots if r]
+
+
+def _is_user_module(module: ModuleType) -> bool:
+    """Code that workers cannot import (a notebook, a script, a test file) goes by value."""
+    filename = getattr(module, "__file__", None)
+    if not filename:
+        return False
+    path = Path(filename).resolve()
+    return not any(path.is_relative_to(root) for root in _installed_roots())
+
+
+def pickle_predictor(cls: type) -> bytes:
+    """cloudpickle the class so that worker processes can rebuild it without the source."""
+    module = sys.modules.get(cls.__module__)
+    by_value = (
+        module is not None and cls.__module__ != "__main__" and _is_user_module(module)
+    )
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(cls)
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]:
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload), content_type or "application/octet-stream"
+    if isinstance(payload, str) and (content_type is None or content_type.startswith("text/")):
+        return payload.encode("utf-8"), content_type or "text/plain; charset=utf-8"
+    return json.dumps(payload).encode("utf-8"), content_type or "application/json"
+
+
+class Client:
+    """Talks to one gateway: `url` or `ASYNCNB_GATEWAY`, else an embedded one in this process."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
+        url = url or os.environ.get("ASYNCNB_GATEWAY")
+        if not url:
+            from .embedded import embedded_gateway
+
+            url = embedded_gateway().url
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("ASYNCNB_TOKEN") or None
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # transport ---------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"cannot reach the gateway at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise GatewayError(response.status_code, detail)
+        return response
+
+    @retry(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_attempt(5),
+        wait=wait_exponential(multiplier=0.1, max=2),
+        reraise=True,
+    )
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        """GET with retries on unreachable gateways and 503s (reads are safe to repeat)."""
+        return self.request("GET", path, **kwargs).json()
+
+    # APIs --------------------------------------------------------------------------------
+    def deploy(
+        self, cls: type, name: str, config: dict[str, Any] | None = None, **options: Any
+    ) -> AsyncAPI:
+        """Deploy (or redeploy as a new version) `cls` as the API `name`."""
+        check_predictor_class(cls)
+        body = {
+            "predictor": base64.b64encode(pickle_predictor(cls)).decode(),
+            "config": config,
+            "options": options,
+        }
+        try:
+            info = self.request("PUT", f"/apis/{name}", json=body).json()
+        except GatewayError as exc:
+            if exc.status_code in (400, 404, 422):
+                raise UsageError(_explain(exc.detail)) from None
+            raise
+        api = AsyncAPI(self, name)
+        api.webhook_secret = info.get("webhook_secret")
+        return api
+
+    def api(self, name: str) -> AsyncAPI:
+        api = AsyncAPI(self, name)
+        api.status()
+        return api
+
+    def apis(self) -> list[dict[str, Any]]:
+        return list(self.get_json("/apis")["apis"])
+
+    def undeploy(self, name: str) -> None:
+        self.request("DELETE", f"/apis/{name}")
+
+
+def _explain(detail: Any) -> str:
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', [])[2:] or d.get('loc', []))}: {d.get('msg')}"
+            for d in detail
+        )
+    return str(detail)
+
+
+class AsyncAPI:
+    """A deployed API: submit workloads, read its status."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.webhook_secret: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.client.url}/{self.name}"
+
+    def __repr__(self) -> str:
+        try:
+            info = self.status()
+        except Exception as exc:
+            return f"<AsyncAPI {self.name} at {self.url}: {exc}>"
+        return (
+            f"<AsyncAPI {self.name} v{info['version']} {info['state']} at {self.url}: "
+            f"{info['queue_depth']} queued, {info['in_progress']} in progress, "
+            f"{info['completed']} completed, {info['failed']} failed, "
+            f"workers {info['workers']}→{info['desired_workers']}>"
+        )
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return dict(self.client.get_json(f"/{self.name}"))
+        except GatewayError as exc:
+            if exc.status_code in (400, 404):
+                raise UsageError(str(exc.detail)) from None
+            raise
+
+    def submit(
+        self,
+        payload: Any,
+        *,
+        content_type: str | None = None,
+        priority: int = 0,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Workload:
+        body, media = encode_payload(payload, content_type)
+        headers = {"Content-Type": media}
+        if priority:
+            headers["X-Priority"] = str(int(priority))
+        if webhook_url:
+            headers["X-Webhook-URL"] = webhook_url
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        try:
+            info = self.client.request("POST", f"/{self.name}", content=body, headers=headers)
+        except GatewayError as exc:
+            if exc.status_code in (400, 404, 413, 422):
+                raise UsageError(_explain(exc.detail)) from None
+            raise
+        return Workload(self, info.json()["id"])
+
+    def submit_many(self, payloads: Iterable[Any], *, progress: bool = True) -> list[Workload]:
+        """Submit every payload, showing a progress bar (tqdm) while they go out."""
+        from tqdm.auto import tqdm
+
+        items = list(payloads)
+        with tqdm(total=len(items), desc=f"submit {self.name}", disable=not progress) as bar:
+            submitted = []
+            for payload in items:
+                submitted.append(self.submit(payload))
+                bar.update()
+        return submitted
+
+    def workloads(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return list(self.client.get_json(f"/{self.name}/workloads", params=params)["workloads"])
+
+    def workload(self, workload_id: str) -> Workload:
+        return Workload(self, workload_id)
+
+
+class Workload:
+    """One submitted workload."""
+
+    def __init__(self, api: AsyncAPI, workload_id: str) -> None:
+        self.api = api
+        self.id = workload_id
+
+    def __repr__(self) -> str:
+        return f"<Workload {self.api.name}/{self.id}>"
+
+    @property
+    def url(self) -> str:
+        return f"{self.api.url}/{self.id}"
+
+    def info(self, wait: float = 0) -> dict[str, Any]:
+        headers = {"Prefer": f"wait={wait:g}"} if wait > 0 else {}
+        try:
+            return dict(self.api.client.get_json(f"/{self.api.name}/{self.id}", headers=headers))
+        except GatewayError as exc:
+            if exc.status_code in (400, 404):
+                raise UsageError(str(exc.detail)) from None
+            raise
+
+    def status(self) -> str:
+        return str(self.info()["status"])
+
+    def progress(self) -> dict[str, Any] | None:
+        return self.info().get("progress")
+
+    def cancel(self) -> dict[str, Any]:
+        return dict(self.api.client.request("DELETE", f"/{self.api.name}/{self.id}").json())
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the result; raises WorkloadFailed, WorkloadCancelled or TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _LONG_POLL_S if deadline is None else deadline - time.monotonic()
+            info = self.info(wait=max(0.0, min(left, _LONG_POLL_S)))
+            status = info["status"]
+            if status == "completed":
+                return self._result_of(info)
+            if status == "failed":
+                raise WorkloadFailed(self.id, info.get("error") or {})
+            if status == "cancelled":
+                raise WorkloadCancelled(self.id)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"workload {self.id} is still {status} after {timeout:g} s")
+
+    def _result_of(self, info: dict[str, Any]) -> Any:
+        if "result" in info:
+            return info["result"]
+        response = self.api.client.request("GET", f"/{self.api.name}/{self.id}/result")
+        return decode_payload(response.content, response.headers.get("content-type"))

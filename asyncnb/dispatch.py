@@ -1,0 +1,281 @@
+"""Dispatch: hands Dask only what the workers can start now, as chunks of queued workloads.
+
+Dask's per-task cost decides throughput (see docs/architecture.md), so a backlog travels as
+chunks of up to `max_chunk` workloads, one Dask task each, and every free slot gets its own
+chunk so that a lone workload never waits for company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import traceback
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from . import runtime
+from .api_state import APIState
+from .progress import EVENT_TOPIC
+from .workload import Status, Workload
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+logger = logging.getLogger("asyncnb.dispatch")
+_REFRESH_S = 0.5
+RETRY_WAIT = "retry-wait"  # a workload's `chunk` while it waits out its retry backoff
+
+
+class Chunk:
+    __slots__ = ("future", "key", "workloads")
+
+    def __init__(self, key: str, workloads: list[Workload], future: Any) -> None:
+        self.key = key
+        self.workloads = workloads
+        self.future = future
+
+
+def _error_of(exc: BaseException, type_name: str | None = None) -> dict[str, str]:
+    return {
+        "type": type_name or type(exc).__name__,
+        "message": str(exc)[:4000],
+        "traceback": "".join(traceback.format_exception(exc))[-20000:],
+    }
+
+
+def _satisfies(offered: dict[str, float], wanted: dict[str, float]) -> bool:
+    return all(offered.get(name, 0) >= amount for name, amount in wanted.items())
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, client: Any) -> None:
+        self.engine = engine
+        self.client = client
+        self._wake = asyncio.Event()
+        self._worker_resources: list[dict[str, float]] = []
+        self._last_refresh = 0.0
+        self._closing = False
+
+    async def start(self) -> None:
+        self.client.subscribe_topic(EVENT_TOPIC, self._on_event)
+        await self._refresh_workers()
+        self.engine.spawn(self._run())
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # workers -----------------------------------------------------------------------------
+    async def _refresh_workers(self) -> None:
+        try:
+            identity = await self.client.scheduler.identity(n_workers=-1)
+        except Exception as exc:
+            logger.warning("cannot reach the Dask scheduler: %s", exc)
+            return
+        self._worker_resources = [
+            dict(w.get("resources") or {}) for w in identity.get("workers", {}).values()
+        ]
+        self._last_refresh = time.monotonic()
+        for state in self.engine.apis.values():
+            self.count_workers(state)
+
+    def count_workers(self, state: APIState) -> None:
+        wanted = state.options.dask_resources()
+        state.workers = sum(1 for offered in self._worker_resources if _satisfies(offered, wanted))
+        state.desired_workers = state.recommend_workers()
+
+    # deploy warm-up ----------------------------------------------------------------------
+    def warm(self, state: APIState) -> None:
+        self.count_workers(state)
+        self.engine.spawn(self._warm(state, state.version))
+
+    async def _warm(self, state: APIState, version: int) -> None:
+        future = self.client.submit(
+            runtime.warm,
+            self.engine.worker_spec(state),
+            key=f"asyncnb-warm-{state.name}-v{version}-{uuid.uuid4().hex[:8]}",
+            resources=state.options.dask_resources() or None,
+            pure=False,
+        )
+        try:
+            outcome = await future
+        except Exception as exc:
+            outcome = {"ok": False, "error": _error_of(exc)}
+        if self.engine.apis.get(state.name) is not state or state.version != version:
+            return
+        if outcome["ok"]:
+            state.state, state.error = APIState.READY, None
+        else:
+            state.state, state.error = APIState.ERROR, outcome["error"]
+            logger.warning("API %s v%d failed to start: %s", state.name, version, outcome["error"])
+        state.updated_at = time.time()
+        self.wake()
+
+    # the loop ----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), _REFRESH_S)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if time.monotonic() - self._last_refresh >= _REFRESH_S:
+                await self._refresh_workers()
+            for state in list(self.engine.apis.values()):
+                try:
+                    self._dispatch(state)
+                except Exception:
+                    logger.exception("dispatch of %s failed", state.name)
+
+    def _dispatch(self, state: APIState) -> None:
+        if state.state != APIState.READY or not len(state.queue):
+            return
+        options = state.options
+        free = state.workers * options.max_concurrency - state.chunks_in_flight
+        if free <= 0:
+            return
+        batch = options.max_batch_size
+        if batch > 1 and options.batch_wait_ms and len(state.queue) < batch:
+            oldest = state.queue.oldest_created_at()
+            wait_left = (oldest or 0) + options.batch_wait_ms / 1000 - time.time()
+            if wait_left > 0:
+                asyncio.get_running_loop().call_later(wait_left, self.wake)
+                return
+        limit = max(self.engine.settings.max_chunk, batch)
+        while free > 0 and len(state.queue):
+            size = math.ceil(len(state.queue) / free)
+            if batch > 1:
+                size = math.ceil(size / batch) * batch
+            workloads = state.queue.pop(min(size, limit))
+            if not workloads:
+                break
+            self._submit(state, workloads)
+            free -= 1
+
+    def _submit(self, state: APIState, workloads: list[Workload]) -> None:
+        key = f"asyncnb-{state.name}-{uuid.uuid4().hex}"
+        items = [{"id": w.id, "content_type": w.content_type, "body": w.body} for w in workloads]
+        future = self.client.submit(
+            runtime.run_chunk,
+            self.engine.worker_spec(state),
+            items,
+            key=key,
+            resources=state.options.dask_resources() or None,
+            pure=False,
+        )
+        chunk = Chunk(key, workloads, future)
+        for workload in workloads:
+            workload.chunk = chunk
+            workload.version = state.version
+            state.running[workload.id] = workload
+        state.chunks_in_flight += 1
+        self.engine.spawn(self._collect(state, chunk))
+
+    def cancel_if_abandoned(self, workload: Workload) -> None:
+        """Cancel the Dask task of a chunk whose workloads were all cancelled."""
+        chunk = workload.chunk
+        if isinstance(chunk, Chunk) and all(w.status.finished for w in chunk.workloads):
+            chunk.future.cancel()
+
+    # outcomes ----------------------------------------------------------------------------
+    async def _collect(self, state: APIState, chunk: Chunk) -> None:
+        try:
+            outcomes: list[dict[str, Any]] = await chunk.future
+        except Exception as exc:
+            outcomes = []
+            await self._chunk_failed(state, chunk, exc)
+        finally:
+            state.chunks_in_flight -= 1
+            self.wake()
+        if outcomes:
+            await self._apply(state, chunk, outcomes)
+
+    async def _chunk_failed(self, state: APIState, chunk: Chunk, exc: Exception) -> None:
+        live = [w for w in chunk.workloads if not w.status.finished and w.chunk is chunk]
+        if chunk.future.cancelled():
+            return
+        from distributed.scheduler import KilledWorker
+
+        if isinstance(exc, KilledWorker):
+            # Dask already re-ran the task on other workers; give up only after that.
+            endings = [(w, Status.FAILED, _error_of(exc, "WorkerLost")) for w in live]
+        else:
+            endings = [(w, Status.FAILED, _error_of(exc)) for w in live]
+        for workload in live:
+            workload.chunk = None
+        await self.engine.finish_many(state, endings)
+
+    async def _apply(self, state: APIState, chunk: Chunk, outcomes: list[dict[str, Any]]) -> None:
+        by_id = {w.id: w for w in chunk.workloads}
+        endings: list[tuple[Workload, Status, dict[str, Any] | None]] = []
+        init_failed: dict[str, Any] | None = None
+        for outcome in outcomes:
+            workload = by_id.get(outcome["id"])
+            if workload is None or workload.status.finished or workload.chunk is not chunk:
+                continue
+            workload.chunk = None
+            if workload.attempts == 0:
+                workload.attempts = 1
+            workload.started_at = workload.started_at or outcome.get("started_at")
+            workload.finished_at = outcome.get("finished_at")
+            if outcome.get("init_failed"):
+                init_failed = outcome["error"]
+                self.engine.requeue(state, workload)
+            elif outcome["ok"]:
+                workload.result_content_type = outcome["content_type"]
+                workload.result_size = outcome["size"]
+                workload.result_data = outcome.get("data")
+                workload.result_stored = bool(outcome.get("stored"))
+                workload.progress = None
+                endings.append((workload, Status.COMPLETED, None))
+            elif workload.attempts <= state.options.max_retries:
+                self._retry_later(state, workload)
+            else:
+                endings.append((workload, Status.FAILED, outcome["error"]))
+        if init_failed is not None and state.state != APIState.ERROR:
+            state.state, state.error = APIState.ERROR, init_failed
+        await self.engine.finish_many(state, endings)
+
+    def _retry_later(self, state: APIState, workload: Workload) -> None:
+        delay = state.options.retry_backoff_s * 2 ** max(0, workload.attempts - 1)
+        workload.status = Status.IN_QUEUE
+        workload.chunk = RETRY_WAIT
+        state.running.pop(workload.id, None)
+
+        def requeue() -> None:
+            if not workload.status.finished and self.engine.apis.get(state.name) is state:
+                self.engine.requeue(state, workload)
+
+        asyncio.get_running_loop().call_later(min(delay, 3600.0), requeue)
+
+    # events from workers -----------------------------------------------------------------
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, message = event
+        state = self.engine.apis.get(message.get("api", ""))
+        if state is None:
+            return
+        kind = message.get("kind")
+        for workload_id in message.get("ids", ()):
+            workload = state.running.get(workload_id)
+            if workload is None or workload.status.finished:
+                continue
+            if kind == "start":
+                chunk = workload.chunk
+                if not isinstance(chunk, Chunk) or chunk.key != message.get("key"):
+                    continue
+                workload.attempts += 1
+                workload.status = Status.IN_PROGRESS
+                workload.started_at = message.get("t") or time.time()
+                self.engine.metrics.queue_wait.labels(state.name).observe(
+                    workload.started_at - workload.created_at
+                )
+            elif kind == "progress":
+                workload.progress = {
+                    "fraction": message.get("fraction"),
+                    "message": message.get("message"),
+                }

@@ -1,0 +1,420 @@
+"""The engine: deployed APIs, the durable per-API queue, cancel, lookup and restart recovery.
+
+It sits under the gateway and knows nothing of HTTP. Dispatch to Dask lives in `dispatch.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .api_state import APIState
+from .dispatch import Dispatcher
+from .metrics import GatewayMetrics
+from .names import idempotent_workload_id, new_workload_id
+from .options import APIOptions
+from .storage import Storage
+from .webhooks import WebhookSender, generate_secret
+from .workload import Status, Workload
+
+logger = logging.getLogger("asyncnb.engine")
+T = TypeVar("T")
+
+
+class EngineError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(EngineError):
+    status_code = 404
+
+
+class Conflict(EngineError):
+    status_code = 409
+
+
+class Unavailable(EngineError):
+    """Storage or the API itself cannot take work now; the client should retry later."""
+
+    status_code = 503
+
+
+@dataclass
+class EngineSettings:
+    inline_payload_bytes: int = 1024 * 1024
+    inline_result_bytes: int = 1024 * 1024
+    max_chunk: int = 64
+    finished_cache: int = 100_000
+    webhook_attempts: int = 6
+    webhook_backoff_s: float = 1.0
+    sweep_interval_s: float = 3600.0
+    max_worker_losses: int = 3
+
+
+class Engine:
+    def __init__(
+        self, storage: Storage, dask_client: Any, settings: EngineSettings | None = None
+    ) -> None:
+        self.storage = storage
+        self.settings = settings or EngineSettings()
+        self.apis: dict[str, APIState] = {}
+        self.metrics = GatewayMetrics(lambda: [a.snapshot() for a in self.apis.values()])
+        self.dispatcher = Dispatcher(self, dask_client)
+        self.webhooks = WebhookSender(self.settings.webhook_attempts, self.settings.webhook_backoff_s)
+        self._live: dict[str, Workload] = {}
+        self._finished: OrderedDict[str, Workload] = OrderedDict()
+        self._accepting: dict[str, asyncio.Future[Workload]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._recover()
+        await self.dispatcher.start()
+        self.spawn(self._sweep_forever())
+
+    async def close(self) -> None:
+        self._closed = True
+        await self.dispatcher.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.webhooks.close()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def io(self, func: Callable[..., T], *args: Any) -> T:
+        """Storage calls: inline for local disk (fast), on a thread for object stores."""
+        if self.storage.is_local or not self.storage.shared_across_processes:
+            return func(*args)
+        return await asyncio.to_thread(func, *args)
+
+    # APIs --------------------------------------------------------------------------------
+    def api(self, name: str) -> APIState:
+        found = self.apis.get(name)
+        if found is None:
+            raise NotFound(f"API {name!r} is not deployed")
+        return found
+
+    async def deploy(
+        self,
+        name: str,
+        predictor_blob: bytes,
+        config: dict[str, Any] | None,
+        options: APIOptions,
+    ) -> tuple[APIState, str]:
+        existing = self.apis.get(name)
+        if existing is not None:
+            version = existing.version + 1
+        else:
+            stored = await self.io(self.storage.read_json, self.storage.spec_path(name))
+            version = int(stored["version"]) + 1 if stored else 1
+        secret = options.webhook_secret or (existing.webhook_secret if existing else None)
+        secret = secret or generate_secret()
+        blob = pickle.dumps((predictor_blob, config))
+        try:
+            await self.io(self.storage.write_bytes, self.storage.predictor_path(name, version), blob)
+        except OSError as exc:
+            raise Unavailable(f"storage is unavailable: {exc}") from exc
+        if existing is None:
+            state = APIState(name, version, options, config, secret)
+            self.apis[name] = state
+        else:
+            state = existing
+            state.version, state.options, state.config = version, options, config
+            state.webhook_secret = secret
+            state.updated_at = time.time()
+        state.state, state.error = APIState.DEPLOYING, None
+        await self.io(self.storage.write_json, self.storage.spec_path(name), state.spec_record())
+        self.dispatcher.warm(state)
+        return state, secret
+
+    async def undeploy(self, name: str) -> None:
+        state = self.api(name)
+        for workload in list(state.running.values()) + state.queue.drain():
+            await self._finish(state, workload, Status.CANCELLED, error=None)
+        self.apis.pop(name, None)
+        await self.io(self.storage.delete_tree, self.storage.path("apis", name))
+        await self.io(self.storage.delete_tree, self.storage.path("queue", name))
+
+    def worker_spec(self, state: APIState) -> dict[str, Any]:
+        return {
+            "api": state.name,
+            "version": state.version,
+            "storage": self.storage.describe(),
+            "inline_limit": self.settings.inline_result_bytes,
+            "max_batch_size": state.options.max_batch_size,
+            "timeout_s": state.options.timeout_s,
+        }
+
+    # submit ------------------------------------------------------------------------------
+    def new_id(self, api: str, idempotency_key: str | None) -> str:
+        if idempotency_key:
+            return idempotent_workload_id(api, idempotency_key)
+        return new_workload_id()
+
+    async def replay(self, api: str, workload_id: str) -> Workload | None:
+        """The workload an idempotency key already created, if any."""
+        pending = self._accepting.get(workload_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        return await self.get(api, workload_id)
+
+    async def accept(self, state: APIState, workload: Workload) -> Workload:
+        """Persist the queue entry, then queue it. Only after this may the gateway say 202."""
+        if workload.id in self._accepting or workload.id in self._live:
+            return await self.replay(state.name, workload.id) or workload
+        accepted: asyncio.Future[Workload] = asyncio.get_running_loop().create_future()
+        self._accepting[workload.id] = accepted
+        try:
+            entry = workload.queue_entry()
+            await self.io(
+                self.storage.write_bytes, self.storage.queue_path(state.name, workload.id), entry
+            )
+        except Exception as exc:
+            accepted.set_exception(Unavailable(f"storage is unavailable: {exc}"))
+            accepted.exception()  # retrieved here so a lone submit does not log it as lost
+            raise Unavailable(f"storage is unavailable: {exc}") from exc
+        finally:
+            self._accepting.pop(workload.id, None)
+        workload.body = workload.body if not workload.payload_stored else None
+        self._live[workload.id] = workload
+        state.queue.push(workload)
+        state.counts["submitted"] += 1
+        accepted.set_result(workload)
+        self.dispatcher.wake()
+        return workload
+
+    # lookup ------------------------------------------------------------------------------
+    async def get(self, api: str, workload_id: str) -> Workload | None:
+        workload = self._live.get(workload_id) or self._finished.get(workload_id)
+        if workload is None:
+            record = await self.io(
+                self.storage.read_json, self.storage.status_path(api, workload_id)
+            )
+            if record is None:
+                return None
+            workload = Workload.from_final_record(record)
+            self._remember_finished(workload)
+        if workload.api != api:
+            return None
+        if workload.expires_at is not None and workload.expires_at < time.time():
+            self._finished.pop(workload_id, None)
+            self.spawn(self.io(self.storage.delete_tree, self._workload_dir(api, workload_id)))
+            return None
+        return workload
+
+    async def wait(self, workload: Workload, timeout: float) -> None:
+        if workload.status.finished or timeout <= 0:
+            return
+        if workload.done is None:
+            workload.done = asyncio.Event()
+        try:
+            await asyncio.wait_for(workload.done.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def recent(self, api: str, status: Status | None, limit: int) -> list[Workload]:
+        """Newest first: live workloads, then finished ones still in memory."""
+        found: list[Workload] = []
+        for source in (reversed(list(self._live.values())), reversed(self._finished.values())):
+            for workload in source:
+                if workload.api == api and (status is None or workload.status is status):
+                    found.append(workload)
+        found.sort(key=lambda w: w.created_at, reverse=True)
+        return found[:limit]
+
+    # cancel ------------------------------------------------------------------------------
+    async def cancel(self, api: str, workload_id: str) -> Workload:
+        workload = await self.get(api, workload_id)
+        if workload is None:
+            raise NotFound(f"workload {workload_id} of API {api!r} not found")
+        if workload.status.finished:
+            raise Conflict(f"workload {workload_id} already {workload.status.value}")
+        state = self.apis.get(api)
+        if state is None:
+            raise NotFound(f"API {api!r} is not deployed")
+        if workload.chunk is None:
+            state.queue.discard(workload)
+        await self._finish(state, workload, Status.CANCELLED, error=None)
+        self.dispatcher.cancel_if_abandoned(workload)
+        return workload
+
+    # finishing ---------------------------------------------------------------------------
+    async def _finish(
+        self, state: APIState, workload: Workload, status: Status, error: dict[str, Any] | None
+    ) -> None:
+        await self.finish_many(state, [(workload, status, error)])
+
+    async def finish_many(
+        self,
+        state: APIState,
+        endings: list[tuple[Workload, Status, dict[str, Any] | None]],
+    ) -> None:
+        """Persist final records, then make them visible: GET never shows an unpersisted end."""
+        now = time.time()
+        webhook_default = state.options.webhook_url
+        writes: list[tuple[Workload, Status, dict[str, Any], str | None]] = []
+        for workload, status, error in endings:
+            if workload.status.finished:
+                continue
+            workload.finished_at = now if status is Status.CANCELLED else (
+                workload.finished_at or now
+            )
+            workload.error = error
+            workload.expires_at = now + state.options.result_ttl
+            url = workload.webhook_url or webhook_default
+            if url:
+                workload.webhook = {"url": url, "status": "pending", "attempts": 0}
+            writes.append((workload, status, workload.final_record(status), url))
+        if not writes:
+            return
+        try:
+            await self.io(self._persist_endings, state.name, writes)
+        except Exception:
+            logger.exception("could not persist %d final records of %s", len(writes), state.name)
+            raise
+        for workload, status, _, url in writes:
+            workload.status = status
+            workload.body = None
+            state.counts[status.value] += 1
+            state.running.pop(workload.id, None)
+            self._live.pop(workload.id, None)
+            self._remember_finished(workload)
+            self.metrics.end_to_end.labels(state.name, status.value).observe(
+                (workload.finished_at or now) - workload.created_at
+            )
+            if workload.done is not None:
+                workload.done.set()
+            if url:
+                self.spawn(self._deliver(state, workload, url))
+
+    def _persist_endings(
+        self, api: str, writes: list[tuple[Workload, Status, dict[str, Any], str | None]]
+    ) -> None:
+        storage = self.storage
+        for workload, _, record, url in writes:
+            if url:
+                storage.write_json(storage.outbox_path(api, workload.id), {"url": url})
+            storage.write_json(storage.status_path(api, workload.id), record)
+            storage.delete(storage.queue_path(api, workload.id))
+            if workload.payload_stored:
+                storage.delete(storage.payload_path(api, workload.id))
+
+    def _remember_finished(self, workload: Workload) -> None:
+        self._finished[workload.id] = workload
+        self._finished.move_to_end(workload.id)
+        while len(self._finished) > self.settings.finished_cache:
+            self._finished.popitem(last=False)
+
+    def _workload_dir(self, api: str, workload_id: str) -> str:
+        return self.storage.path("workloads", api, workload_id)
+
+    def requeue(self, state: APIState, workload: Workload) -> None:
+        workload.chunk = None
+        workload.status = Status.IN_QUEUE
+        workload.progress = None
+        state.running.pop(workload.id, None)
+        state.queue.push(workload)
+        self.dispatcher.wake()
+
+    # webhooks ----------------------------------------------------------------------------
+    async def _deliver(self, state: APIState, workload: Workload, url: str) -> None:
+        outcome = await self.webhooks.deliver(
+            url, state.webhook_secret, f"msg_{workload.id}", workload.webhook_event()
+        )
+        workload.webhook = outcome.public(url)
+        try:
+            await self.io(
+                self.storage.write_json,
+                self.storage.status_path(workload.api, workload.id),
+                workload.final_record(workload.status),
+            )
+            await self.io(self.storage.delete, self.storage.outbox_path(workload.api, workload.id))
+        except Exception:
+            logger.exception("could not record the webhook outcome of %s", workload.id)
+
+    # recovery and expiry -----------------------------------------------------------------
+    async def _recover(self) -> None:
+        """Bring back deployed APIs and every accepted, unfinished workload after a restart."""
+        for name in await self.io(self.storage.list_names, self.storage.path("apis")):
+            spec = await self.io(self.storage.read_json, self.storage.spec_path(name))
+            if not spec:
+                continue
+            options = APIOptions.model_validate(spec["options"])
+            state = APIState(
+                name, int(spec["version"]), options, spec.get("config"),
+                spec["webhook_secret"], spec.get("created_at"),
+            )
+            self.apis[name] = state
+            recovered = await self.io(self._read_queue, name)
+            for workload in sorted(recovered, key=lambda w: w.created_at):
+                self._live[workload.id] = workload
+                state.queue.push(workload)
+            if recovered:
+                logger.info("recovered %d queued workloads of %s", len(recovered), name)
+            await self._recover_outbox(state)
+            self.dispatcher.warm(state)
+
+    def _read_queue(self, api: str) -> list[Workload]:
+        storage = self.storage
+        found: list[Workload] = []
+        for workload_id in storage.list_names(storage.path("queue", api)):
+            if storage.exists(storage.status_path(api, workload_id)):
+                storage.delete(storage.queue_path(api, workload_id))  # finished just before a crash
+                continue
+            data = storage.read_bytes(storage.queue_path(api, workload_id))
+            if data:
+                found.append(Workload.from_queue_entry(data))
+        return found
+
+    async def _recover_outbox(self, state: APIState) -> None:
+        storage = self.storage
+        for name in await self.io(storage.list_names, storage.path("outbox", state.name)):
+            workload_id = name.removesuffix(".json")
+            entry = await self.io(storage.read_json, storage.outbox_path(state.name, workload_id))
+            workload = await self.get(state.name, workload_id)
+            if entry and workload is not None:
+                self.spawn(self._deliver(state, workload, entry["url"]))
+
+    async def _sweep_forever(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                await self.io(self.sweep_expired)
+            except Exception:
+                logger.exception("expiry sweep failed")
+
+    def sweep_expired(self) -> int:
+        """Delete finished workloads past their result_ttl; returns how many went."""
+        storage, now, removed = self.storage, time.time(), 0
+        for api in storage.list_names(storage.path("workloads")):
+            state = self.apis.get(api)
+            ttl = state.options.result_ttl if state else APIOptions().result_ttl
+            for workload_id, modified in storage.list_with_mtime(storage.path("workloads", api)):
+                if workload_id in self._live:
+                    continue
+                if modified is None:
+                    record = storage.read_json(storage.status_path(api, workload_id)) or {}
+                    expired = (record.get("expires_at") or now + 1) < now
+                else:
+                    expired = modified + ttl < now
+                if expired:
+                    storage.delete_tree(storage.path("workloads", api, workload_id))
+                    self._finished.pop(workload_id, None)
+                    removed += 1
+        return removed

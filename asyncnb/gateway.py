@@ -1,0 +1,354 @@
+"""The HTTP gateway (FastAPI): the AsyncAPI contract over the engine."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .cluster import start_dask, stop_dask
+from .engine import Conflict, Engine, EngineError, EngineSettings, NotFound, Unavailable
+from .names import api_name_problem, is_workload_id
+from .options import APIOptions
+from .settings import GatewaySettings
+from .storage import Storage
+from .uploads import Body, check_payload, read_body
+from .webhook_policy import webhook_url_problem
+from .workload import Status, Workload
+
+logger = logging.getLogger("asyncnb.gateway")
+
+MAX_PRIORITY = 1_000_000
+MAX_WAIT_S = 60.0
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+class HTTPError(EngineError):
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status_code = status_code
+        self.headers = headers
+
+
+class DeployRequest(BaseModel):
+    predictor: str = Field(description="base64 of cloudpickle.dumps(PredictorClass)")
+    config: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def _check_token(request: Request, expected: str | None) -> None:
+    if expected is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not header:
+        raise HTTPError(401, "missing token: send 'Authorization: Bearer <token>'",
+                        {"WWW-Authenticate": "Bearer"})
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPError(401, "malformed Authorization header: use 'Bearer <token>'",
+                        {"WWW-Authenticate": "Bearer"})
+    if not secrets.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPError(403, "invalid token")
+
+
+def require_user(request: Request) -> None:
+    settings: GatewaySettings = request.app.state.settings
+    if settings.token is None:
+        return
+    admin = settings.effective_admin_token
+    header = request.headers.get("authorization", "")
+    if admin and secrets.compare_digest(header.partition(" ")[2].strip().encode(), admin.encode()):
+        return
+    _check_token(request, settings.token)
+
+
+def require_admin(request: Request) -> None:
+    _check_token(request, request.app.state.settings.effective_admin_token)
+
+
+def _valid_api(name: str) -> str:
+    problem = api_name_problem(name)
+    if problem:
+        raise HTTPError(404 if len(name) > 63 or "reserved" not in problem else 400, problem)
+    return name
+
+
+def _valid_id(workload_id: str) -> str:
+    if not is_workload_id(workload_id):
+        raise HTTPError(400, f"invalid workload id {workload_id[:80]!r}: expected 32 hex digits")
+    return workload_id
+
+
+def _prefer_wait(request: Request) -> float:
+    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    return min(float(match.group(1)), MAX_WAIT_S) if match else 0.0
+
+
+def _int_header(request: Request, name: str, low: int, high: int) -> int:
+    raw = request.headers.get(name)
+    if raw is None:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(422, f"{name} must be an integer, got {raw[:40]!r}") from None
+    if not low <= value <= high:
+        raise HTTPError(422, f"{name} must lie within [{low}, {high}], got {value}")
+    return value
+
+
+def _base_url(request: Request) -> str:
+    settings: GatewaySettings = request.app.state.settings
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def _workload_response(workload: Workload, code: int, **headers: str) -> JSONResponse:
+    return JSONResponse(workload.public(), status_code=code, headers=headers or None)
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        storage = Storage(settings.storage, settings.storage_options)
+        client, cluster = await start_dask(settings, storage)
+        engine = Engine(
+            storage,
+            client,
+            EngineSettings(
+                inline_payload_bytes=settings.inline_payload_bytes,
+                inline_result_bytes=settings.inline_result_bytes,
+                max_chunk=settings.max_chunk,
+                webhook_attempts=settings.webhook_attempts,
+                webhook_backoff_s=settings.webhook_backoff_s,
+                sweep_interval_s=settings.sweep_interval_s,
+            ),
+        )
+        await engine.start()
+        app.state.engine = engine
+        app.state.cluster = cluster
+        try:
+            yield
+        finally:
+            await engine.close()
+            await stop_dask(client, cluster)
+
+    app = FastAPI(
+        title="asyncnb gateway",
+        version=__version__,
+        description="Asynchronous inference APIs: submit now, fetch the result later.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    _install_error_handlers(app)
+    _add_admin_routes(app)
+    _add_workload_routes(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        if isinstance(exc, Unavailable):
+            headers = {**(headers or {}), "Retry-After": "5"}
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _clean_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the gateway log"}, status_code=500)
+
+
+def _clean_errors(errors: Any) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+def _add_admin_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["gateway"])
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["gateway"], dependencies=[Depends(require_user)])
+    async def metrics(request: Request) -> Response:
+        return Response(_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/apis", tags=["apis"], dependencies=[Depends(require_user)])
+    async def list_apis(request: Request) -> dict[str, Any]:
+        base = _base_url(request)
+        return {"apis": [s.public(base) for s in _engine(request).apis.values()]}
+
+    @app.put("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
+    async def deploy(api: str, body: DeployRequest, request: Request) -> JSONResponse:
+        _valid_api(api)
+        try:
+            options = APIOptions.model_validate(body.options)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", "options", *e["loc"])} for e in exc.errors()]
+            ) from None
+        try:
+            blob = base64.b64decode(body.predictor, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPError(422, "predictor must be base64 of a cloudpickled class") from None
+        if not blob:
+            raise HTTPError(422, "predictor is empty")
+        state, secret = await _engine(request).deploy(api, blob, body.config, options)
+        view = state.public(_base_url(request))
+        view["webhook_secret"] = secret
+        return JSONResponse(view, status_code=201 if state.version == 1 else 200)
+
+    @app.delete("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
+    async def undeploy(api: str, request: Request) -> dict[str, Any]:
+        _valid_api(api)
+        await _engine(request).undeploy(api)
+        return {"name": api, "deleted": True}
+
+
+def _add_workload_routes(app: FastAPI) -> None:
+    auth = [Depends(require_user)]
+
+    @app.post("/{api}", tags=["workloads"], status_code=202, dependencies=auth)
+    async def submit(api: str, request: Request) -> JSONResponse:
+        engine = _engine(request)
+        state = engine.api(_valid_api(api))
+        if state.state == "error":
+            raise Unavailable(f"API {api!r} failed to start and takes no work until redeployed: "
+                              f"{(state.error or {}).get('message', '')}")
+        priority = _int_header(request, "x-priority", -MAX_PRIORITY, MAX_PRIORITY)
+        webhook_url = request.headers.get("x-webhook-url") or None
+        if webhook_url and (problem := webhook_url_problem(webhook_url)):
+            raise HTTPError(422, f"X-Webhook-URL: {problem}")
+        key = request.headers.get("idempotency-key") or None
+        if key is not None and (len(key) > 255 or not key.isprintable()):
+            raise HTTPError(422, "Idempotency-Key must be 1-255 printable characters")
+        max_bytes = state.options.max_payload_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise HTTPError(413, f"payload is larger than max_payload_bytes={max_bytes}")
+        content_type = request.headers.get("content-type") or "application/octet-stream"
+        workload_id = engine.new_id(api, key)
+        if key is not None:
+            existing = await engine.replay(api, workload_id)
+            if existing is not None:
+                return _workload_response(existing, 200 if existing.status.finished else 202,
+                                          Location=f"/{api}/{existing.id}",
+                                          **{"Idempotent-Replayed": "true"})
+        body: Body = await read_body(
+            request.stream(),
+            storage=engine.storage,
+            path=engine.storage.payload_path(api, workload_id),
+            inline_limit=engine.settings.inline_payload_bytes,
+            max_bytes=max_bytes,
+        )
+        if body.data is not None:
+            check_payload(body.data, content_type)
+        workload = Workload(
+            workload_id, api, created_at=time.time(), content_type=content_type,
+            priority=priority, body=body.data, payload_stored=body.stored, size=body.size,
+            webhook_url=webhook_url, idempotency_key=key,
+        )
+        workload = await engine.accept(state, workload)
+        wait = _prefer_wait(request)
+        headers = {"Location": f"/{api}/{workload.id}"}
+        if wait:
+            await engine.wait(workload, wait)
+            headers["Preference-Applied"] = f"wait={wait:g}"
+            if workload.status.finished:
+                return _workload_response(workload, 200, **headers)
+        return JSONResponse({"id": workload.id, "status": workload.status.value},
+                            status_code=202, headers=headers)
+
+    @app.get("/{api}", tags=["apis"], dependencies=auth)
+    async def api_status(api: str, request: Request) -> dict[str, Any]:
+        return _engine(request).api(_valid_api(api)).public(_base_url(request))
+
+    @app.get("/{api}/workloads", tags=["workloads"], dependencies=auth)
+    async def list_workloads(
+        api: str, request: Request, status: Status | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        engine = _engine(request)
+        engine.api(_valid_api(api))
+        limit = max(1, min(limit, 1000))
+        return {"workloads": [w.public() for w in engine.recent(api, status, limit)]}
+
+    async def _find(request: Request, api: str, workload_id: str) -> Workload:
+        _valid_api(api)
+        _valid_id(workload_id)
+        workload = await _engine(request).get(api, workload_id)
+        if workload is None:
+            raise NotFound(f"workload {workload_id} of API {api!r} not found")
+        return workload
+
+    @app.get("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
+    async def workload_status(api: str, workload_id: str, request: Request) -> JSONResponse:
+        workload = await _find(request, api, workload_id)
+        wait = _prefer_wait(request)
+        if wait:
+            await _engine(request).wait(workload, wait)
+        return _workload_response(workload, 200)
+
+    @app.get("/{api}/{workload_id}/result", tags=["workloads"], dependencies=auth)
+    async def workload_result(api: str, workload_id: str, request: Request) -> Response:
+        workload = await _find(request, api, workload_id)
+        if workload.status is not Status.COMPLETED:
+            raise Conflict(f"workload {workload_id} is {workload.status.value}, not completed")
+        media = workload.result_content_type or "application/octet-stream"
+        if workload.result_data is not None:
+            return Response(workload.result_data, media_type=media)
+        storage = _engine(request).storage
+        path = storage.result_path(api, workload_id)
+        if not await _engine(request).io(storage.exists, path):
+            raise NotFound(f"result of workload {workload_id} has expired")
+        return StreamingResponse(_stream_file(storage, path), media_type=media,
+                                 headers={"Content-Length": str(workload.result_size)})
+
+    @app.delete("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
+    async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
+        _valid_api(api)
+        _valid_id(workload_id)
+        workload = await _engine(request).cancel(api, workload_id)
+        return _workload_response(workload, 200)
+
+
+async def _stream_file(storage: Storage, path: str, chunk_size: int = 1024 * 1024) -> Any:
+    import asyncio
+
+    source = await asyncio.to_thread(storage.open_read, path)
+    try:
+        while True:
+            chunk = await asyncio.to_thread(source.read, chunk_size)
+            if not chunk:
+                break
+            yield chunk
+    finally:
+        source.close()

@@ -1,0 +1,76 @@
+"""Prometheus metrics of a gateway, in a registry of its own (several gateways per process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+
+
+class _APICollector(Collector):
+    """Gauges and counters read from the engine at scrape time, so they can never drift."""
+
+    def __init__(self, snapshot: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        gauges = {
+            "queue_depth": GaugeMetricFamily(
+                "asyncnb_queue_depth", "Workloads waiting in the gateway queue", labels=["api"]
+            ),
+            "in_progress": GaugeMetricFamily(
+                "asyncnb_in_progress", "Workloads handed to Dask and not finished", labels=["api"]
+            ),
+            "workers": GaugeMetricFamily(
+                "asyncnb_workers", "Dask workers able to run the API", labels=["api"]
+            ),
+            "desired_workers": GaugeMetricFamily(
+                "asyncnb_desired_workers", "Workers the autoscaler recommends", labels=["api"]
+            ),
+        }
+        counters = {
+            status: CounterMetricFamily(
+                f"asyncnb_workloads_{status}", f"Workloads that ended {status}", labels=["api"]
+            )
+            for status in ("completed", "failed", "cancelled")
+        }
+        submitted = CounterMetricFamily(
+            "asyncnb_workloads_submitted", "Workloads accepted with 202", labels=["api"]
+        )
+        for row in self._snapshot():
+            for key, family in gauges.items():
+                family.add_metric([row["name"]], row[key])
+            for status, family in counters.items():
+                family.add_metric([row["name"]], row[status])
+            submitted.add_metric([row["name"]], row["submitted"])
+        yield from gauges.values()
+        yield from counters.values()
+        yield submitted
+
+
+class GatewayMetrics:
+    def __init__(self, snapshot: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_APICollector(snapshot))
+        self.queue_wait = Histogram(
+            "asyncnb_queue_wait_seconds",
+            "Time from accepted to started on a worker",
+            ["api"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.end_to_end = Histogram(
+            "asyncnb_end_to_end_seconds",
+            "Time from accepted to finished",
+            ["api", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

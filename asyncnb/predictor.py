@@ -1,0 +1,129 @@
+"""The predictor contract: how a user's class is built, fed payloads and how results are encoded."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+BYTES_TYPE = "application/octet-stream"
+
+
+def check_predictor_class(cls: Any) -> None:
+    """Raise UsageError unless `cls` follows the contract (a class with predict or predict_batch)."""
+    if not inspect.isclass(cls):
+        raise UsageError(f"a predictor must be a class, got {type(cls).__name__}")
+    if not callable(getattr(cls, "predict", None)) and not callable(
+        getattr(cls, "predict_batch", None)
+    ):
+        raise UsageError(f"{cls.__name__} defines neither predict(self, payload) nor predict_batch")
+
+
+def _accepts(func: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _positional_count(func: Any) -> int:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(1 for p in params if p.kind in kinds)
+
+
+def build_predictor(cls: type, config: dict[str, Any] | None) -> Any:
+    """Instantiate with `config` when `__init__` takes it (Cortex: `__init__(self, config)`)."""
+    init = cls.__init__  # type: ignore[misc]
+    if init is object.__init__:
+        return cls()
+    if _accepts(init, "config"):
+        return cls(config=config or {})
+    if _positional_count(init) >= 2:
+        return cls(config or {})
+    return cls()
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A built predictor plus what its signatures allow."""
+
+    instance: Any
+    takes_request_id: bool
+    has_batch: bool
+    has_single: bool
+
+    @classmethod
+    def wrap(cls, instance: Any) -> Predictor:
+        predict = getattr(instance, "predict", None)
+        has_single = callable(predict)
+        takes_id = has_single and (
+            _accepts(predict, "request_id") or _positional_count(predict) >= 2
+        )
+        return cls(
+            instance=instance,
+            takes_request_id=takes_id,
+            has_batch=callable(getattr(instance, "predict_batch", None)),
+            has_single=has_single,
+        )
+
+    def predict(self, payload: Any, request_id: str) -> Any:
+        if not self.has_single:
+            return self.instance.predict_batch([payload])[0]
+        if self.takes_request_id:
+            return self.instance.predict(payload, request_id)
+        return self.instance.predict(payload)
+
+    def predict_batch(self, payloads: Sequence[Any]) -> list[Any]:
+        results = self.instance.predict_batch(list(payloads))
+        results = list(results)
+        if len(results) != len(payloads):
+            raise ValueError(
+                f"predict_batch returned {len(results)} results for {len(payloads)} payloads"
+            )
+        return results
+
+
+def decode_payload(body: bytes, content_type: str | None) -> Any:
+    """JSON → parsed value, text/* → str, anything else → bytes (Cortex's rule)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return json.loads(body) if body else None
+    if media.startswith("text/"):
+        return body.decode(_charset(content_type) or "utf-8")
+    return body
+
+
+def _charset(content_type: str | None) -> str | None:
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset" and value:
+            return value.strip('"')
+    return None
+
+
+def encode_result(value: Any) -> tuple[bytes, str]:
+    """Raw bytes and content type of a predictor's return value."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), BYTES_TYPE
+    if isinstance(value, str):
+        return value.encode("utf-8"), TEXT_TYPE
+    try:
+        return json.dumps(value, allow_nan=False).encode("utf-8"), JSON_TYPE
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"predict returned a {type(value).__name__}, which is neither JSON-serializable "
+            f"nor bytes/str: {exc}"
+        ) from exc

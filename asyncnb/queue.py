@@ -1,0 +1,44 @@
+"""A per-API priority queue: higher priority first, then first come first served."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from .workload import Status, Workload
+
+
+class WorkloadQueue:
+    """Cancel is O(1): a cancelled entry is skipped when it reaches the top."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Workload]] = []
+        self._order = itertools.count()
+        self._depth = 0
+
+    def __len__(self) -> int:
+        return self._depth
+
+    def push(self, workload: Workload) -> None:
+        heapq.heappush(self._heap, (-workload.priority, next(self._order), workload))
+        self._depth += 1
+
+    def discard(self, workload: Workload) -> None:
+        """Account for a queued workload that was cancelled; its heap entry is skipped later."""
+        self._depth -= 1
+
+    def pop(self, limit: int) -> list[Workload]:
+        taken: list[Workload] = []
+        while self._heap and len(taken) < limit:
+            _, _, workload = heapq.heappop(self._heap)
+            if workload.status is Status.IN_QUEUE and workload.chunk is None:
+                taken.append(workload)
+                self._depth -= 1
+        return taken
+
+    def oldest_created_at(self) -> float | None:
+        live = [w.created_at for _, _, w in self._heap[:64] if w.status is Status.IN_QUEUE]
+        return min(live) if live else None
+
+    def drain(self) -> list[Workload]:
+        return self.pop(len(self._heap))

@@ -1,0 +1,251 @@
+"""Worker side: runs one chunk of workloads with the cached predictor.
+
+It knows storage and the predictor contract, never the web layer. The gateway sends a chunk
+as one Dask task; results small enough travel back inline, larger ones go straight to storage.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pickle
+
+import cloudpickle
+
+from .predictor import Predictor, build_predictor, decode_payload, encode_result
+from .progress import EVENT_TOPIC, clear_running, set_running
+from .storage import storage_from_description
+
+# (api, version) → built predictor. __init__ runs once per worker process per version.
+_predictors: dict[tuple[str, int], Predictor] = {}
+_predictor_locks: dict[tuple[str, int], threading.Lock] = {}
+_registry_lock = threading.Lock()
+_KEEP_VERSIONS = 2
+
+
+class PredictorInitError(Exception):
+    """The predictor's __init__ (or unpickling its class) raised."""
+
+
+class Timeout(Exception):
+    """A predict call ran past the API's timeout_s."""
+
+
+def _emit(message: dict[str, Any]) -> None:
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(EVENT_TOPIC, message)
+    except (ValueError, ImportError):
+        pass  # not on a Dask worker (direct call in tests or a notebook)
+
+
+def _task_key() -> str | None:
+    try:
+        from distributed import get_worker
+
+        key = get_worker().get_current_task()
+    except (ValueError, ImportError):
+        return None
+    return str(key) if key is not None else None
+
+
+def load_predictor(spec: dict[str, Any]) -> Predictor:
+    key = (spec["api"], int(spec["version"]))
+    found = _predictors.get(key)
+    if found is not None:
+        return found
+    with _registry_lock:
+        lock = _predictor_locks.setdefault(key, threading.Lock())
+    with lock:
+        found = _predictors.get(key)
+        if found is not None:
+            return found
+        storage = storage_from_description(spec["storage"])
+        blob = storage.read_bytes(storage.predictor_path(*key))
+        if blob is None:
+            raise PredictorInitError(f"predictor of {key[0]} v{key[1]} is missing from storage")
+        try:
+            class_blob, config = pickle.loads(blob)
+            cls = cloudpickle.loads(class_blob)
+            predictor = Predictor.wrap(build_predictor(cls, config))
+        except Exception as exc:
+            raise PredictorInitError(f"{type(exc).__name__}: {exc}") from exc
+        _predictors[key] = predictor
+        _forget_old_versions(key[0])
+        return predictor
+
+
+def _forget_old_versions(api: str) -> None:
+    versions = sorted(v for a, v in _predictors if a == api)
+    for version in versions[:-_KEEP_VERSIONS]:
+        _predictors.pop((api, version), None)
+
+
+def warm(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build the predictor on this worker now, so deploy can report ready or the error."""
+    try:
+        load_predictor(spec)
+    except PredictorInitError as exc:
+        cause = exc.__cause__ or exc
+        return {
+            "ok": False,
+            "error": _error_of(cause, "PredictorInitError"),
+        }
+    return {"ok": True}
+
+
+_OWN_FILES = (os.path.dirname(os.path.abspath(__file__)), "concurrent/futures", "contextvars")
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code down: asyncnb's own frames say nothing to them."""
+    tb = exc.__traceback__
+    while tb is not None and any(part in tb.tb_frame.f_code.co_filename for part in _OWN_FILES):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def _error_of(exc: BaseException, type_name: str | None = None) -> dict[str, str]:
+    return {
+        "type": type_name or type(exc).__name__,
+        "message": str(exc)[:4000],
+        "traceback": _user_traceback(exc)[-20000:],
+    }
+
+
+def _call_with_timeout(func: Callable[[], Any], timeout_s: float | None) -> Any:
+    if timeout_s is None:
+        return func()
+    # A hung predict cannot be interrupted in Python; it is left on a daemon thread so that
+    # this task, and the worker slot, move on.
+    ctx = contextvars.copy_context()
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asyncnb-predict")
+    future = pool.submit(ctx.run, func)
+    pool.shutdown(wait=False)
+    try:
+        return future.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise Timeout(f"predict did not finish within timeout_s={timeout_s:g}") from None
+
+
+def _read_payload(spec: dict[str, Any], item: dict[str, Any]) -> Any:
+    body = item.get("body")
+    if body is None:
+        storage = storage_from_description(spec["storage"])
+        body = storage.read_bytes(storage.payload_path(spec["api"], item["id"]))
+        if body is None:
+            raise FileNotFoundError(f"payload of workload {item['id']} is missing from storage")
+    return decode_payload(body, item.get("content_type"))
+
+
+def _success(spec: dict[str, Any], item_id: str, value: Any, started: float) -> dict[str, Any]:
+    data, content_type = encode_result(value)
+    outcome: dict[str, Any] = {
+        "id": item_id,
+        "ok": True,
+        "content_type": content_type,
+        "size": len(data),
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+    if len(data) > spec["inline_limit"]:
+        storage = storage_from_description(spec["storage"])
+        storage.write_bytes(storage.result_path(spec["api"], item_id), data)
+        outcome["stored"] = True
+    else:
+        outcome["data"] = data
+    return outcome
+
+
+def _failure(item_id: str, exc: BaseException, started: float) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "ok": False,
+        "error": _error_of(exc),
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+
+
+def run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run `items` (one Dask task) and return one outcome per item, never raising for them."""
+    started = time.time()
+    _emit(
+        {
+            "kind": "start",
+            "api": spec["api"],
+            "ids": [i["id"] for i in items],
+            "key": _task_key(),
+            "t": started,
+        }
+    )
+    try:
+        predictor = load_predictor(spec)
+    except PredictorInitError as exc:
+        error = _error_of(exc.__cause__ or exc, "PredictorInitError")
+        return [
+            {"id": i["id"], "ok": False, "error": error, "started_at": started,
+             "finished_at": time.time(), "init_failed": True}
+            for i in items
+        ]
+    batch_size = int(spec.get("max_batch_size", 1))
+    if batch_size > 1 and predictor.has_batch:
+        return _run_batches(spec, predictor, items, batch_size)
+    return [_run_one(spec, predictor, item) for item in items]
+
+
+def _run_one(spec: dict[str, Any], predictor: Predictor, item: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    token = set_running(spec["api"], [item["id"]], _emit)
+    try:
+        payload = _read_payload(spec, item)
+        value = _call_with_timeout(
+            lambda: predictor.predict(payload, item["id"]), spec.get("timeout_s")
+        )
+        return _success(spec, item["id"], value, started)
+    except Exception as exc:
+        return _failure(item["id"], exc, started)
+    finally:
+        clear_running(token)
+
+
+def _run_batches(
+    spec: dict[str, Any], predictor: Predictor, items: list[dict[str, Any]], batch_size: int
+) -> list[dict[str, Any]]:
+    outcomes: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        started = time.time()
+        ready: list[tuple[dict[str, Any], Any]] = []
+        for item in batch:
+            try:
+                ready.append((item, _read_payload(spec, item)))
+            except Exception as exc:
+                outcomes.append(_failure(item["id"], exc, started))
+        if not ready:
+            continue
+        token = set_running(spec["api"], [item["id"] for item, _ in ready], _emit)
+        try:
+            payloads = [p for _, p in ready]
+            values = _call_with_timeout(
+                lambda payloads=payloads: predictor.predict_batch(payloads), spec.get("timeout_s")
+            )
+        except Exception as exc:
+            outcomes.extend(_failure(item["id"], exc, started) for item, _ in ready)
+            continue
+        finally:
+            clear_running(token)
+        for (item, _), value in zip(ready, values, strict=True):
+            try:
+                outcomes.append(_success(spec, item["id"], value, started))
+            except Exception as exc:
+                outcomes.append(_failure(item["id"], exc, started))
+    return outcomes

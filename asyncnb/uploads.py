@@ -1,0 +1,104 @@
+"""Reading a submitted body: small ones into memory, large ones streamed to storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .engine import EngineError
+from .storage import Storage
+
+
+class PayloadTooLarge(EngineError):
+    status_code = 413
+
+
+class BadPayload(EngineError):
+    status_code = 400
+
+
+@dataclass
+class Body:
+    data: bytes | None  # None when streamed to storage
+    size: int
+
+    @property
+    def stored(self) -> bool:
+        return self.data is None
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes],
+    *,
+    storage: Storage,
+    path: str,
+    inline_limit: int,
+    max_bytes: int,
+) -> Body:
+    """Buffer up to `inline_limit` bytes, then stream the rest to `path` without holding it."""
+    buffered: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"payload is larger than max_payload_bytes={max_bytes}")
+        buffered.append(chunk)
+        if size > inline_limit:
+            return await _stream_rest(chunks, buffered, size, storage, path, max_bytes)
+    return Body(b"".join(buffered), size)
+
+
+async def _stream_rest(
+    chunks: AsyncIterator[bytes],
+    buffered: list[bytes],
+    size: int,
+    storage: Storage,
+    path: str,
+    max_bytes: int,
+) -> Body:
+    remote = not storage.is_local
+
+    async def run(func: object, *args: object) -> object:
+        if remote:
+            return await asyncio.to_thread(func, *args)  # type: ignore[arg-type]
+        return func(*args)  # type: ignore[operator]
+
+    try:
+        with storage.open_write(path) as sink:
+            await run(sink.write, b"".join(buffered))
+            buffered.clear()
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"payload is larger than max_payload_bytes={max_bytes}")
+                await run(sink.write, chunk)
+    except BaseException:
+        await run(storage.delete, path)
+        raise
+    return Body(None, size)
+
+
+def check_payload(data: bytes, content_type: str) -> None:
+    """Reject bodies the predictor could never decode, before they are accepted."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        if not data.strip():
+            raise BadPayload("empty body with Content-Type application/json")
+        try:
+            json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadPayload(f"malformed JSON: {exc}") from None
+    elif media.startswith("text/"):
+        charset = "utf-8"
+        for part in content_type.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                charset = value.strip('"')
+        try:
+            data.decode(charset)
+        except LookupError:
+            raise BadPayload(f"unknown charset {charset!r}") from None
+        except UnicodeDecodeError as exc:
+            raise BadPayload(f"body is not valid {charset} text: {exc}") from None

@@ -1,0 +1,33 @@
+"""Which webhook destinations the gateway agrees to call."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+# Cloud metadata endpoints answer on link-local addresses; a webhook must never reach them.
+_DENIED_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why `url` is not an acceptable webhook destination, or None."""
+    if len(url) > 2048:
+        return "webhook URL is longer than 2048 characters"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"webhook URL {url[:100]!r} is not a URL"
+    if parts.scheme not in ("http", "https"):
+        return "webhook URL must use http or https"
+    host = parts.hostname
+    if not host:
+        return "webhook URL has no host"
+    if host.lower() in _DENIED_HOSTS:
+        return f"webhook host {host!r} is denied (cloud metadata)"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        return f"webhook address {host} is link-local, multicast or unspecified and is denied"
+    return None

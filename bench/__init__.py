@@ -1,0 +1,1 @@
+"""Benchmark harness comparing asyncnb with a no-op ceiling and a FastAPI + Celery stack."""

@@ -1,0 +1,234 @@
+"""aiohttp load generator for the AsyncAPI contract.
+
+Submits N workloads with at most C HTTP requests in flight, polls each one from the moment it
+is accepted until a terminal status, and reports throughput and latency.
+
+    python -m bench.loadgen http://127.0.0.1:8000/noop -n 3000 -c 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass
+class _Samples:
+    """Raw timings collected during one run (all in seconds, perf_counter based)."""
+
+    submit_latency: list[float] = field(default_factory=list)
+    e2e_latency: list[float] = field(default_factory=list)
+    get_latency: list[float] = field(default_factory=list)
+    first_submit: float = math.inf
+    last_submit_done: float = 0.0
+    last_completion: float = 0.0
+    completed: int = 0
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def fail(self, reason: str) -> None:
+        self.failures += 1
+        # A handful of samples is enough to diagnose; thousands would swamp the report.
+        if len(self.errors) < 5:
+            self.errors.append(reason)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile; NaN for no data so empty runs stay visible in the table."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN (not valid JSON) by None, recursively; empty percentiles become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"refusing to load a non-loopback host: {host!r}")
+
+
+class _Run:
+    """State shared by the submitter lanes and pollers of one load run."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, concurrency: int, poll_interval: float
+    ) -> None:
+        self.session = session
+        self.url = url.rstrip("/")
+        self.poll_interval = poll_interval
+        # One gate for POSTs and GETs alike so C really bounds the requests in flight;
+        # asyncio.Semaphore is FIFO, so pollers interleave with submitters instead of starving.
+        self.gate = asyncio.Semaphore(concurrency)
+        self.samples = _Samples()
+        self.pollers: set[asyncio.Task[None]] = set()
+
+    async def submit_lane(self, indices: Iterator[int]) -> None:
+        for i in indices:
+            workload_id, started = await self._submit(i)
+            if workload_id is not None:
+                task = asyncio.create_task(self._poll(workload_id, started))
+                self.pollers.add(task)
+                task.add_done_callback(self.pollers.discard)
+
+    async def _submit(self, i: int) -> tuple[str | None, float]:
+        s = self.samples
+        async with self.gate:
+            started = time.perf_counter()
+            s.first_submit = min(s.first_submit, started)
+            try:
+                async with self.session.post(self.url, json={"x": i}) as resp:
+                    body = await resp.json(content_type=None)
+                    ok = resp.status == 202 and isinstance(body, dict) and "id" in body
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                s.fail(f"POST: {exc!r}")
+                return None, started
+            done = time.perf_counter()
+        s.last_submit_done = max(s.last_submit_done, done)
+        if not ok:
+            s.fail(f"POST {resp.status}: {str(body)[:200]}")
+            return None, started
+        s.submit_latency.append(done - started)
+        return str(body["id"]), started
+
+    async def _poll(self, workload_id: str, submitted: float) -> None:
+        s = self.samples
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            status = await self._get_status(workload_id)
+            if status is None:
+                return
+            if status in TERMINAL_STATUSES:
+                break
+        now = time.perf_counter()
+        s.last_completion = max(s.last_completion, now)
+        if status == "completed":
+            s.completed += 1
+            s.e2e_latency.append(now - submitted)
+        else:
+            s.fail(f"workload {workload_id} ended {status}")
+
+    async def _get_status(self, workload_id: str) -> str | None:
+        s = self.samples
+        async with self.gate:
+            started = time.perf_counter()
+            try:
+                async with self.session.get(f"{self.url}/{workload_id}") as resp:
+                    body = await resp.json(content_type=None)
+                    code = resp.status
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                s.fail(f"GET: {exc!r}")
+                return None
+            s.get_latency.append(time.perf_counter() - started)
+        if code != 200 or not isinstance(body, dict):
+            s.fail(f"GET {code}: {str(body)[:200]}")
+            return None
+        return str(body.get("status"))
+
+
+def _summarise(s: _Samples, n: int, concurrency: int, timed_out: bool) -> dict[str, Any]:
+    wall = s.last_completion - s.first_submit if s.completed else math.nan
+    submit_wall = s.last_submit_done - s.first_submit if s.submit_latency else math.nan
+    ms = 1000.0
+    return {
+        "n": n,
+        "concurrency": concurrency,
+        "completed": s.completed,
+        # Workloads that never reached a terminal status before the deadline count as failed.
+        "failures": n - s.completed if timed_out else s.failures,
+        "timed_out": timed_out,
+        "wall_s": wall,
+        "e2e_per_s": s.completed / wall,
+        "submit_per_s": len(s.submit_latency) / submit_wall,
+        "submit_p50_ms": percentile(s.submit_latency, 50) * ms,
+        "submit_p99_ms": percentile(s.submit_latency, 99) * ms,
+        "e2e_p50_ms": percentile(s.e2e_latency, 50) * ms,
+        "e2e_p99_ms": percentile(s.e2e_latency, 99) * ms,
+        "get_p50_ms": percentile(s.get_latency, 50) * ms,
+        "gets": len(s.get_latency),
+        "errors": s.errors,
+    }
+
+
+async def run_load(
+    url: str,
+    n: int = 3000,
+    concurrency: int = 64,
+    poll_interval: float = 0.01,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
+    """Drive `n` workloads through `url` (``http://host:port/{api}``) and summarise the run."""
+    check_loopback(url)
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    request_timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=request_timeout) as session:
+        run = _Run(session, url, concurrency, poll_interval)
+        indices = iter(range(n))
+        lanes = [run.submit_lane(indices) for _ in range(concurrency)]
+        timed_out = False
+        try:
+            await asyncio.wait_for(_drain(run, lanes), timeout)
+        except asyncio.TimeoutError:
+            timed_out = True
+            for task in list(run.pollers):
+                task.cancel()
+            await asyncio.gather(*run.pollers, return_exceptions=True)
+    return _summarise(run.samples, n, concurrency, timed_out)
+
+
+async def _drain(run: _Run, lanes: list[Any]) -> None:
+    # Lanes share one index iterator, so together they submit each workload exactly once.
+    await asyncio.gather(*lanes)
+    while run.pollers:
+        await asyncio.gather(*list(run.pollers))
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
+    parser.add_argument("url", help="http://127.0.0.1:PORT/API")
+    parser.add_argument("-n", type=int, default=3000, help="workloads to submit")
+    parser.add_argument("-c", type=int, default=64, help="max HTTP requests in flight")
+    parser.add_argument("--poll-interval", type=float, default=0.01, help="seconds")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole run")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        check_loopback(args.url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = asyncio.run(run_load(args.url, args.n, args.c, args.poll_interval, args.timeout))
+    json.dump(json_safe(result), sys.stdout, indent=2)
+    print()
+    return 0 if result["failures"] == 0 and not result["timed_out"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Reference HTTP targets speaking the same AsyncAPI contract as asyncnb."""

@@ -1,0 +1,459 @@
+"""Apply the same HTTP load to noop, FastAPI+Celery+Redis and asyncnb, then compare them.
+
+    python -m bench.run -n 3000 -c 64 --systems noop,celery,asyncnb --markdown bench.md
+
+Every system runs as real subprocesses on free loopback ports and is stopped before the next
+one starts, so they never compete for the two cores with each other (only with the loadgen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import json_safe, run_load
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+HOST = "127.0.0.1"
+API = "noop"
+STARTUP_TIMEOUT_S = 60.0
+DEPLOY_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+ALL_SYSTEMS = ("noop", "celery", "asyncnb")
+
+# urllib honours *_proxy variables; a proxy must never see loopback benchmark traffic.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class BenchError(RuntimeError):
+    """A system could not be started or driven; the message is meant for the table."""
+
+
+@dataclass
+class Options:
+    n: int
+    concurrency: int
+    warmup: int
+    poll_interval: float
+    timeout: float
+    asyncnb_bin: Path = BIN_DIR / "asyncnb"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise BenchError(f"{self.name} exited with {code}:\n{self.log_tail()}")
+
+
+def free_port() -> int:
+    # uvicorn/redis cannot report a port they picked themselves, so reserve one and hand it
+    # over; the tiny race with other processes is acceptable on a benchmark box.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["NO_PROXY"] = env["no_proxy"] = f"{HOST},localhost"
+    env.update(extra or {})
+    return env
+
+
+def start_process(
+    stack: contextlib.ExitStack, name: str, argv: Sequence[str], workdir: Path, env: dict[str, str]
+) -> Proc:
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        # A new session makes the child a process-group leader, so stragglers it forks
+        # (celery prefork children, dask workers) can be reaped by that group id.
+        popen = subprocess.Popen(
+            list(argv),
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    proc = Proc(name, popen, log_path)
+    stack.callback(stop_process, proc)
+    return proc
+
+
+def stop_process(proc: Proc) -> None:
+    """SIGTERM the leader so it can shut its children down, then SIGKILL whatever is left."""
+    pid = proc.popen.pid
+    if proc.popen.poll() is None:
+        proc.popen.terminate()
+        try:
+            proc.popen.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait(STOP_GRACE_S)
+    # Fails harmlessly when the group is already empty.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with _HTTP.open(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def wait_until(what: str, probe: Callable[[], bool], procs: Sequence[Proc], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            proc.check_alive()
+        try:
+            if probe():
+                return
+        except (OSError, ValueError):
+            pass  # not listening yet, or a half-initialised answer
+        time.sleep(0.1)
+    tails = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in procs)
+    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
+
+
+def wait_http_ok(url: str, procs: Sequence[Proc]) -> None:
+    wait_until(url, lambda: http_get(url)[0] == 200, procs, STARTUP_TIMEOUT_S)
+
+
+def wait_redis(port: int, procs: Sequence[Proc]) -> None:
+    def ping() -> bool:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+
+    wait_until(f"redis on port {port}", ping, procs, STARTUP_TIMEOUT_S)
+
+
+# --------------------------------------------------------------------------- systems
+
+
+def uvicorn_argv(app: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", app,
+        "--host", HOST, "--port", str(port),
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
+def start_noop(stack: contextlib.ExitStack, workdir: Path, opts: Options) -> str:
+    port = free_port()
+    web = start_process(
+        stack, "noop-web", uvicorn_argv("bench.peers.noop_app:app", port), workdir, child_env()
+    )
+    base = f"http://{HOST}:{port}"
+    wait_http_ok(f"{base}/healthz", [web])
+    return f"{base}/{API}"
+
+
+def start_redis(stack: contextlib.ExitStack, workdir: Path) -> int:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise BenchError(
+            "redis-server not found on PATH; install it (Debian: apt-get install redis-server)"
+        )
+    port = free_port()
+    argv = [
+        exe, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+        "--dir", str(workdir),
+    ]  # fmt: skip
+    redis = start_process(stack, "redis", argv, workdir, child_env())
+    wait_redis(port, [redis])
+    return port
+
+
+def start_celery(stack: contextlib.ExitStack, workdir: Path, opts: Options) -> str:
+    redis_port = start_redis(stack, workdir)
+    env = child_env({"BENCH_REDIS_URL": f"redis://{HOST}:{redis_port}/0"})
+    worker_argv = [
+        sys.executable, "-m", "celery", "-A", "bench.peers.celery_app:celery_app", "worker",
+        "--pool", "prefork", "--concurrency", "2", "--loglevel", "WARNING",
+        # Only trims startup; these cluster features do nothing for a single worker.
+        "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+    worker = start_process(stack, "celery-worker", worker_argv, workdir, env)
+    port = free_port()
+    web = start_process(
+        stack, "celery-web", uvicorn_argv("bench.peers.celery_app:app", port), workdir, env
+    )
+    base = f"http://{HOST}:{port}"
+    wait_http_ok(f"{base}/healthz", [web, worker])
+    # The worker's readiness is proven by the warm-up workloads completing.
+    return f"{base}/{API}"
+
+
+def start_asyncnb(stack: contextlib.ExitStack, workdir: Path, opts: Options) -> str:
+    exe = opts.asyncnb_bin
+    if not exe.exists():
+        raise BenchError(f"asyncnb CLI not found at {exe}; install the package into the venv")
+    port = free_port()
+    storage = workdir / "storage"
+    storage.mkdir()
+    argv = [
+        str(exe), "serve", "--port", str(port), "--storage", f"file://{storage}",
+        "--workers", "2",
+    ]  # fmt: skip
+    server = start_process(stack, "asyncnb-serve", argv, workdir, child_env())
+    base = f"http://{HOST}:{port}"
+    wait_http_ok(f"{base}/healthz", [server])
+    deploy_noop(exe, base)
+    wait_until(
+        f"{base}/{API} to be ready", lambda: api_ready(f"{base}/{API}"), [server], DEPLOY_TIMEOUT_S
+    )
+    return f"{base}/{API}"
+
+
+def deploy_noop(exe: Path, base: str) -> None:
+    argv = [
+        str(exe), "deploy", "bench/noop_predictor.py:NoOp", "--name", API, "--gateway", base,
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(
+            argv, cwd=REPO_ROOT, env=child_env(), capture_output=True, timeout=DEPLOY_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"asyncnb deploy timed out after {DEPLOY_TIMEOUT_S:.0f}s") from exc
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
+        raise BenchError(f"asyncnb deploy exited {done.returncode}:\n{output}")
+
+
+def api_ready(url: str) -> bool:
+    code, raw = http_get(url)
+    if code != 200:
+        return False
+    state = json.loads(raw).get("state")
+    if state == "failed":
+        raise BenchError(f"deployment failed: {raw.decode(errors='replace')[:500]}")
+    return bool(state == "ready")
+
+
+STARTERS: dict[str, Callable[[contextlib.ExitStack, Path, Options], str]] = {
+    "noop": start_noop,
+    "celery": start_celery,
+    "asyncnb": start_asyncnb,
+}
+
+
+# --------------------------------------------------------------------------- driving
+
+
+def bench_system(name: str, opts: Options) -> dict[str, Any]:
+    """Start one system, warm it up, measure it and always tear it down."""
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        log(f"[{name}] starting")
+        url = STARTERS[name](stack, Path(tmp), opts)
+        log(f"[{name}] ready at {url}; warming up with {opts.warmup} workloads")
+        warm = load(url, opts.warmup, opts)
+        if warm["failures"] or warm["timed_out"]:
+            raise BenchError(f"warm-up failed: {warm['errors'] or 'timed out'}")
+        log(f"[{name}] measuring n={opts.n} c={opts.concurrency}")
+        result = load(url, opts.n, opts)
+        log(f"[{name}] {result['e2e_per_s']:.0f} workloads/s, failures={result['failures']}")
+        return result
+
+
+def load(url: str, n: int, opts: Options) -> dict[str, Any]:
+    return asyncio.run(run_load(url, n, opts.concurrency, opts.poll_interval, opts.timeout))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- reporting
+
+# (header, result key, higher is better) — the last flag only documents how to read ratios.
+COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("e2e workloads/s", "e2e_per_s", True),
+    ("submit/s", "submit_per_s", True),
+    ("submit p50 ms", "submit_p50_ms", False),
+    ("submit p99 ms", "submit_p99_ms", False),
+    ("e2e p50 ms", "e2e_p50_ms", False),
+    ("e2e p99 ms", "e2e_p99_ms", False),
+    ("GET p50 ms", "get_p50_ms", False),
+)
+RATIOS = (("asyncnb", "celery"), ("asyncnb", "noop"))
+
+
+def fmt(value: Any, ratio: bool = False) -> str:
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return "n/a"
+    if ratio:
+        return f"{value:.2f}x"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    headers = ["system", *(c[0] for c in COLUMNS), "failures"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for name, res in results.items():
+        if "error" in res:
+            cells = [f"error: {error_summary(str(res['error']))}", *[""] * len(COLUMNS)]
+        else:
+            cells = [*(fmt(res.get(key)) for _, key, _ in COLUMNS), str(res["failures"])]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    for num, den in RATIOS:
+        a, b = results.get(num, {}), results.get(den, {})
+        if "e2e_per_s" not in a or "e2e_per_s" not in b:
+            continue
+        cells = [fmt(_ratio(a.get(key), b.get(key)), ratio=True) for _, key, _ in COLUMNS]
+        lines.append("| " + " | ".join([f"{num} / {den}", *cells, ""]) + " |")
+    return "\n".join(lines)
+
+
+def error_summary(error: str) -> str:
+    # The first line says what failed and the last one (e.g. a traceback's exception) why.
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    summary = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+    return summary.replace("|", "\\|")[:160]
+
+
+def _ratio(a: Any, b: Any) -> float:
+    try:
+        return float(a) / float(b)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return math.nan
+
+
+def machine_meta(opts: Options, argv: Sequence[str]) -> dict[str, Any]:
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "n": opts.n,
+        "concurrency": opts.concurrency,
+        "poll_interval_s": opts.poll_interval,
+        "command": " ".join(["python -m bench.run", *argv]),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown_report(meta: dict[str, Any], table: str) -> str:
+    return "\n".join([
+        "# asyncnb end-to-end benchmark",
+        "",
+        f"- machine: {meta['cpu']} x {meta['cpus']} cores, {meta['platform']}, "
+        f"Python {meta['python']}",
+        f"- date: {meta['date_utc']}",
+        f"- N = {meta['n']} workloads, C = {meta['concurrency']} requests in flight, "
+        f"poll every {meta['poll_interval_s'] * 1000:.0f} ms",
+        f"- command: `{meta['command']}`",
+        "- ratios > 1 mean asyncnb is higher: better for throughput, worse for latency",
+        "",
+        table,
+        "",
+    ])  # fmt: skip
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("-n", type=int, default=3000, help="workloads per system")
+    parser.add_argument("-c", type=int, default=64, help="max HTTP requests in flight")
+    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma separated")
+    parser.add_argument("--warmup", type=int, default=50, help="unmeasured workloads first")
+    parser.add_argument("--poll-interval", type=float, default=0.01, help="seconds")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per measured run")
+    parser.add_argument(
+        "--asyncnb-bin", type=Path, default=BIN_DIR / "asyncnb", help="asyncnb executable"
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the report here")
+    parser.add_argument("--json", type=Path, help="write raw figures here")
+    args = parser.parse_args(argv)
+    unknown = set(args.systems.split(",")) - set(ALL_SYSTEMS)
+    if unknown:
+        parser.error(f"unknown systems {sorted(unknown)}; choose from {ALL_SYSTEMS}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw_argv)
+    opts = Options(args.n, args.c, args.warmup, args.poll_interval, args.timeout, args.asyncnb_bin)
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.systems.split(","):
+        try:
+            results[name] = bench_system(name, opts)
+        except BenchError as exc:
+            log(f"[{name}] FAILED: {exc}")
+            results[name] = {"error": str(exc)}
+    meta = machine_meta(opts, raw_argv)
+    table = format_table(results)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(markdown_report(meta, table))
+    if args.json:
+        raw = {"meta": meta, "results": json_safe(results)}
+        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+    ok = all(
+        "error" not in r and r["failures"] == 0 and not r["timed_out"] for r in results.values()
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
