@@ -66,7 +66,10 @@ def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--token", envvar="ASYNCNB_TOKEN", default=None, help="bearer token ($ASYNCNB_TOKEN)"
     )(func)
     func = click.option(
-        "--gateway", envvar="ASYNCNB_GATEWAY", default=DEFAULT_GATEWAY, show_default=True,
+        "--gateway",
+        envvar="ASYNCNB_GATEWAY",
+        default=DEFAULT_GATEWAY,
+        show_default=True,
         help="gateway URL ($ASYNCNB_GATEWAY)",
     )(func)
     return func
@@ -91,8 +94,12 @@ def _is_loopback(host: str) -> bool:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int, help="0 picks a free port")
-@click.option("--storage", envvar="ASYNCNB_STORAGE", default=None,
-              help="fsspec URL (file://, s3://, memory://); default ~/.asyncnb/storage")
+@click.option(
+    "--storage",
+    envvar="ASYNCNB_STORAGE",
+    default=None,
+    help="fsspec URL (file://, s3://, memory://); default ~/.asyncnb/storage",
+)
 @click.option("--storage-options", default=None, help="JSON of fsspec storage options")
 @click.option("--scheduler", default=None, help="address of an existing Dask scheduler")
 @click.option("--cluster", default=None, help="module:callable returning a Dask Cluster")
@@ -104,8 +111,13 @@ def _is_loopback(host: str) -> bool:
 @click.option("--public-url", default=None, help="URL shown to users in endpoints")
 @click.option("--insecure", is_flag=True, help="allow a non-loopback --host without a token")
 @click.option("--webhook-attempts", type=int, default=6, show_default=True)
-@click.option("--webhook-backoff", type=float, default=1.0, show_default=True,
-              help="first webhook retry delay in seconds, doubled each time")
+@click.option(
+    "--webhook-backoff",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="first webhook retry delay in seconds, doubled each time",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @_fail_cleanly
 def serve(**kw: Any) -> None:
@@ -162,7 +174,7 @@ def load_class(target: str) -> type:
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     try:
-        return getattr(module, class_name)  # type: ignore[no-any-return]
+        return getattr(module, class_name)
     except AttributeError:
         raise UsageError(f"{path} defines no {class_name!r}") from None
 
@@ -184,8 +196,15 @@ def _option_flags(func: Callable[..., Any]) -> Callable[..., Any]:
 @_client_options
 @click.pass_context
 @_fail_cleanly
-def deploy(ctx: click.Context, target: str, name: str, config: str | None,
-           gateway: str, token: str | None, **options: Any) -> None:
+def deploy(
+    ctx: click.Context,
+    target: str,
+    name: str,
+    config: str | None,
+    gateway: str,
+    token: str | None,
+    **options: Any,
+) -> None:
     """Deploy FILE.py:Class as API NAME."""
     _store_client(ctx, gateway, token)
     cls = load_class(target)
@@ -211,8 +230,11 @@ def _parse_value(text: str) -> Any:
 @main.command()
 @click.argument("name")
 @click.argument("source", required=False, type=click.File("rb"), default=None)
-@click.option("--content-type", default=None, help="default: application/json for --json, "
-              "else guessed from the file")
+@click.option(
+    "--content-type",
+    default=None,
+    help="default: application/json for --json, else guessed from the file",
+)
 @click.option("--json", "json_text", default=None, help="a JSON payload given inline")
 @click.option("--priority", type=int, default=0)
 @click.option("--webhook-url", default=None)
@@ -222,10 +244,20 @@ def _parse_value(text: str) -> Any:
 @_client_options
 @click.pass_context
 @_fail_cleanly
-def submit(ctx: click.Context, name: str, source: Any, content_type: str | None,
-           json_text: str | None, priority: int, webhook_url: str | None,
-           idempotency_key: str | None, wait: bool, timeout: float | None,
-           gateway: str, token: str | None) -> None:
+def submit(
+    ctx: click.Context,
+    name: str,
+    source: Any,
+    content_type: str | None,
+    json_text: str | None,
+    priority: int,
+    webhook_url: str | None,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float | None,
+    gateway: str,
+    token: str | None,
+) -> None:
     """Submit a payload (FILE, - for stdin, or --json) to API NAME; prints the workload id."""
     _store_client(ctx, gateway, token)
     if json_text is not None:
@@ -236,8 +268,13 @@ def submit(ctx: click.Context, name: str, source: Any, content_type: str | None,
     else:
         raise UsageError("give a payload: FILE, - for stdin, or --json")
     api = _client(ctx).api(name)
-    workload = api.submit(payload, content_type=content_type, priority=priority,
-                          webhook_url=webhook_url, idempotency_key=idempotency_key)
+    workload = api.submit(
+        payload,
+        content_type=content_type,
+        priority=priority,
+        webhook_url=webhook_url,
+        idempotency_key=idempotency_key,
+    )
     if not wait:
         click.echo(workload.id)
         return
@@ -266,8 +303,9 @@ def _print_result(result: Any) -> None:
 @_client_options
 @click.pass_context
 @_fail_cleanly
-def status(ctx: click.Context, name: str, workload_id: str, gateway: str,
-           token: str | None) -> None:
+def status(
+    ctx: click.Context, name: str, workload_id: str, gateway: str, token: str | None
+) -> None:
     """Print the status record of a workload as JSON."""
     _store_client(ctx, gateway, token)
     info = _client(ctx).get_json(f"/{name}/{workload_id}")
@@ -280,8 +318,9 @@ def status(ctx: click.Context, name: str, workload_id: str, gateway: str,
 @_client_options
 @click.pass_context
 @_fail_cleanly
-def result(ctx: click.Context, name: str, workload_id: str, gateway: str,
-           token: str | None) -> None:
+def result(
+    ctx: click.Context, name: str, workload_id: str, gateway: str, token: str | None
+) -> None:
     """Print the result of a finished workload (raises its error if it failed)."""
     _store_client(ctx, gateway, token)
     from .client import AsyncAPI, Workload
@@ -295,8 +334,9 @@ def result(ctx: click.Context, name: str, workload_id: str, gateway: str,
 @_client_options
 @click.pass_context
 @_fail_cleanly
-def cancel(ctx: click.Context, name: str, workload_id: str, gateway: str,
-           token: str | None) -> None:
+def cancel(
+    ctx: click.Context, name: str, workload_id: str, gateway: str, token: str | None
+) -> None:
     """Cancel a queued or running workload."""
     _store_client(ctx, gateway, token)
     info = _client(ctx).request("DELETE", f"/{name}/{workload_id}").json()
@@ -329,27 +369,50 @@ def get(ctx: click.Context, name: str | None, gateway: str, token: str | None) -
     client = _client(ctx)
     console = Console()
     if name is None:
-        table = Table("api", "version", "state", "queued", "in progress", "completed",
-                      "failed", "workers", "endpoint")
+        table = Table(
+            "api",
+            "version",
+            "state",
+            "queued",
+            "in progress",
+            "completed",
+            "failed",
+            "workers",
+            "endpoint",
+        )
         for info in client.apis():
-            table.add_row(info["name"], str(info["version"]), info["state"],
-                          str(info["queue_depth"]), str(info["in_progress"]),
-                          str(info["completed"]), str(info["failed"]),
-                          f"{info['workers']}→{info['desired_workers']}", info["endpoint"])
+            table.add_row(
+                info["name"],
+                str(info["version"]),
+                info["state"],
+                str(info["queue_depth"]),
+                str(info["in_progress"]),
+                str(info["completed"]),
+                str(info["failed"]),
+                f"{info['workers']}→{info['desired_workers']}",
+                info["endpoint"],
+            )
         console.print(table)
         return
     api = client.api(name)
     info = api.status()
     console.print(f"[bold]{name}[/bold] v{info['version']} {info['state']}  {info['endpoint']}")
-    console.print(f"queued {info['queue_depth']}  in progress {info['in_progress']}  "
-                  f"completed {info['completed']}  failed {info['failed']}  "
-                  f"workers {info['workers']}→{info['desired_workers']}")
+    console.print(
+        f"queued {info['queue_depth']}  in progress {info['in_progress']}  "
+        f"completed {info['completed']}  failed {info['failed']}  "
+        f"workers {info['workers']}→{info['desired_workers']}"
+    )
     if info.get("error"):
         console.print(f"[red]error: {info['error'].get('message')}[/red]")
     table = Table("id", "status", "attempts", "created", "finished")
     for workload in api.workloads(limit=20):
-        table.add_row(workload["id"], workload["status"], str(workload["attempts"]),
-                      workload["created_at"] or "", workload["finished_at"] or "")
+        table.add_row(
+            workload["id"],
+            workload["status"],
+            str(workload["attempts"]),
+            workload["created_at"] or "",
+            workload["finished_at"] or "",
+        )
     console.print(table)
 
 

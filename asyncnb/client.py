@@ -37,7 +37,7 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _installed_roots() -> list[Path]:
-    roots = [Path(p) for p in site.getsitepackages() + [site.getusersitepackages()]]
+    roots = [Path(p) for p in [*site.getsitepackages(), site.getusersitepackages()]]
     roots += [Path(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib")]
     return [r.resolve() for r in roots if r]
 
@@ -54,9 +54,7 @@ def _is_user_module(module: ModuleType) -> bool:
 def pickle_predictor(cls: type) -> bytes:
     """cloudpickle the class so that worker processes can rebuild it without the source."""
     module = sys.modules.get(cls.__module__)
-    by_value = (
-        module is not None and cls.__module__ != "__main__" and _is_user_module(module)
-    )
+    by_value = module is not None and cls.__module__ != "__main__" and _is_user_module(module)
     if by_value:
         cloudpickle.register_pickle_by_value(module)
     try:

@@ -201,11 +201,13 @@ class Dispatcher:
             return
         from distributed.scheduler import KilledWorker
 
-        if isinstance(exc, KilledWorker):
-            # Dask already re-ran the task on other workers; give up only after that.
-            endings = [(w, Status.FAILED, _error_of(exc, "WorkerLost")) for w in live]
-        else:
-            endings = [(w, Status.FAILED, _error_of(exc)) for w in live]
+        # KilledWorker: Dask already re-ran the task on other workers; give up only after that.
+        error: dict[str, Any] = _error_of(
+            exc, "WorkerLost" if isinstance(exc, KilledWorker) else None
+        )
+        endings: list[tuple[Workload, Status, dict[str, Any] | None]] = [
+            (w, Status.FAILED, error) for w in live
+        ]
         for workload in live:
             workload.chunk = None
         await self.engine.finish_many(state, endings)

@@ -70,7 +70,9 @@ class Engine:
         self.apis: dict[str, APIState] = {}
         self.metrics = GatewayMetrics(lambda: [a.snapshot() for a in self.apis.values()])
         self.dispatcher = Dispatcher(self, dask_client)
-        self.webhooks = WebhookSender(self.settings.webhook_attempts, self.settings.webhook_backoff_s)
+        self.webhooks = WebhookSender(
+            self.settings.webhook_attempts, self.settings.webhook_backoff_s
+        )
         self._live: dict[str, Workload] = {}
         self._finished: OrderedDict[str, Workload] = OrderedDict()
         self._accepting: dict[str, asyncio.Future[Workload]] = {}
@@ -127,7 +129,9 @@ class Engine:
         secret = secret or generate_secret()
         blob = pickle.dumps((predictor_blob, config))
         try:
-            await self.io(self.storage.write_bytes, self.storage.predictor_path(name, version), blob)
+            await self.io(
+                self.storage.write_bytes, self.storage.predictor_path(name, version), blob
+            )
         except OSError as exc:
             raise Unavailable(f"storage is unavailable: {exc}") from exc
         if existing is None:
@@ -272,8 +276,8 @@ class Engine:
         for workload, status, error in endings:
             if workload.status.finished:
                 continue
-            workload.finished_at = now if status is Status.CANCELLED else (
-                workload.finished_at or now
+            workload.finished_at = (
+                now if status is Status.CANCELLED else (workload.finished_at or now)
             )
             workload.error = error
             workload.expires_at = now + state.options.result_ttl
@@ -357,8 +361,12 @@ class Engine:
                 continue
             options = APIOptions.model_validate(spec["options"])
             state = APIState(
-                name, int(spec["version"]), options, spec.get("config"),
-                spec["webhook_secret"], spec.get("created_at"),
+                name,
+                int(spec["version"]),
+                options,
+                spec.get("config"),
+                spec["webhook_secret"],
+                spec.get("created_at"),
             )
             self.apis[name] = state
             recovered = await self.io(self._read_queue, name)

@@ -51,7 +51,7 @@ class DeployRequest(BaseModel):
 
 
 def _engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
 def _check_token(request: Request, expected: str | None) -> None:
@@ -60,11 +60,17 @@ def _check_token(request: Request, expected: str | None) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if not header:
-        raise HTTPError(401, "missing token: send 'Authorization: Bearer <token>'",
-                        {"WWW-Authenticate": "Bearer"})
+        raise HTTPError(
+            401,
+            "missing token: send 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
     if scheme.lower() != "bearer" or not given:
-        raise HTTPError(401, "malformed Authorization header: use 'Bearer <token>'",
-                        {"WWW-Authenticate": "Bearer"})
+        raise HTTPError(
+            401,
+            "malformed Authorization header: use 'Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
     if not secrets.compare_digest(given.strip().encode(), expected.encode()):
         raise HTTPError(403, "invalid token")
 
@@ -173,8 +179,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"detail": exc.detail},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -242,8 +251,10 @@ def _add_workload_routes(app: FastAPI) -> None:
         engine = _engine(request)
         state = engine.api(_valid_api(api))
         if state.state == "error":
-            raise Unavailable(f"API {api!r} failed to start and takes no work until redeployed: "
-                              f"{(state.error or {}).get('message', '')}")
+            raise Unavailable(
+                f"API {api!r} failed to start and takes no work until redeployed: "
+                f"{(state.error or {}).get('message', '')}"
+            )
         priority = _int_header(request, "x-priority", -MAX_PRIORITY, MAX_PRIORITY)
         webhook_url = request.headers.get("x-webhook-url") or None
         if webhook_url and (problem := webhook_url_problem(webhook_url)):
@@ -260,9 +271,12 @@ def _add_workload_routes(app: FastAPI) -> None:
         if key is not None:
             existing = await engine.replay(api, workload_id)
             if existing is not None:
-                return _workload_response(existing, 200 if existing.status.finished else 202,
-                                          Location=f"/{api}/{existing.id}",
-                                          **{"Idempotent-Replayed": "true"})
+                return _workload_response(
+                    existing,
+                    200 if existing.status.finished else 202,
+                    Location=f"/{api}/{existing.id}",
+                    **{"Idempotent-Replayed": "true"},
+                )
         body: Body = await read_body(
             request.stream(),
             storage=engine.storage,
@@ -273,9 +287,16 @@ def _add_workload_routes(app: FastAPI) -> None:
         if body.data is not None:
             check_payload(body.data, content_type)
         workload = Workload(
-            workload_id, api, created_at=time.time(), content_type=content_type,
-            priority=priority, body=body.data, payload_stored=body.stored, size=body.size,
-            webhook_url=webhook_url, idempotency_key=key,
+            workload_id,
+            api,
+            created_at=time.time(),
+            content_type=content_type,
+            priority=priority,
+            body=body.data,
+            payload_stored=body.stored,
+            size=body.size,
+            webhook_url=webhook_url,
+            idempotency_key=key,
         )
         workload = await engine.accept(state, workload)
         wait = _prefer_wait(request)
@@ -285,8 +306,9 @@ def _add_workload_routes(app: FastAPI) -> None:
             headers["Preference-Applied"] = f"wait={wait:g}"
             if workload.status.finished:
                 return _workload_response(workload, 200, **headers)
-        return JSONResponse({"id": workload.id, "status": workload.status.value},
-                            status_code=202, headers=headers)
+        return JSONResponse(
+            {"id": workload.id, "status": workload.status.value}, status_code=202, headers=headers
+        )
 
     @app.get("/{api}", tags=["apis"], dependencies=auth)
     async def api_status(api: str, request: Request) -> dict[str, Any]:
@@ -329,8 +351,11 @@ def _add_workload_routes(app: FastAPI) -> None:
         path = storage.result_path(api, workload_id)
         if not await _engine(request).io(storage.exists, path):
             raise NotFound(f"result of workload {workload_id} has expired")
-        return StreamingResponse(_stream_file(storage, path), media_type=media,
-                                 headers={"Content-Length": str(workload.result_size)})
+        return StreamingResponse(
+            _stream_file(storage, path),
+            media_type=media,
+            headers={"Content-Length": str(workload.result_size)},
+        )
 
     @app.delete("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
     async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:

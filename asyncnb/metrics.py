@@ -43,10 +43,10 @@ class _APICollector(Collector):
             "asyncnb_workloads_submitted", "Workloads accepted with 202", labels=["api"]
         )
         for row in self._snapshot():
-            for key, family in gauges.items():
-                family.add_metric([row["name"]], row[key])
-            for status, family in counters.items():
-                family.add_metric([row["name"]], row[status])
+            for key, gauge in gauges.items():
+                gauge.add_metric([row["name"]], row[key])
+            for status, counter in counters.items():
+                counter.add_metric([row["name"]], row[status])
             submitted.add_metric([row["name"]], row["submitted"])
         yield from gauges.values()
         yield from counters.values()

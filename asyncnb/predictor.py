@@ -16,13 +16,16 @@ BYTES_TYPE = "application/octet-stream"
 
 
 def check_predictor_class(cls: Any) -> None:
-    """Raise UsageError unless `cls` follows the contract (a class with predict or predict_batch)."""
+    """Raise UsageError unless `cls` is a class with predict or predict_batch."""
     if not inspect.isclass(cls):
         raise UsageError(f"a predictor must be a class, got {type(cls).__name__}")
     if not callable(getattr(cls, "predict", None)) and not callable(
         getattr(cls, "predict_batch", None)
     ):
-        raise UsageError(f"{cls.__name__} defines neither predict(self, payload) nor predict_batch")
+        raise UsageError(
+            f"{cls.__name__} defines neither predict(self, payload) "
+            "nor predict_batch(self, payloads)"
+        )
 
 
 def _accepts(func: Any, name: str) -> bool:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import functools
 import os
+import pickle
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
-
-import pickle
 
 import cloudpickle
 
@@ -192,8 +192,14 @@ def run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[st
     except PredictorInitError as exc:
         error = _error_of(exc.__cause__ or exc, "PredictorInitError")
         return [
-            {"id": i["id"], "ok": False, "error": error, "started_at": started,
-             "finished_at": time.time(), "init_failed": True}
+            {
+                "id": i["id"],
+                "ok": False,
+                "error": error,
+                "started_at": started,
+                "finished_at": time.time(),
+                "init_failed": True,
+            }
             for i in items
         ]
     batch_size = int(spec.get("max_batch_size", 1))
@@ -236,7 +242,7 @@ def _run_batches(
         try:
             payloads = [p for _, p in ready]
             values = _call_with_timeout(
-                lambda payloads=payloads: predictor.predict_batch(payloads), spec.get("timeout_s")
+                functools.partial(predictor.predict_batch, payloads), spec.get("timeout_s")
             )
         except Exception as exc:
             outcomes.extend(_failure(item["id"], exc, started) for item, _ in ready)

@@ -34,9 +34,7 @@ def bound_url(server: uvicorn.Server, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
-async def serve(
-    settings: GatewaySettings, on_ready: Callable[[str], None] | None = None
-) -> None:
+async def serve(settings: GatewaySettings, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until the process is told to stop; `on_ready(url)` once the port is bound."""
     server = _server(settings)
     task = asyncio.ensure_future(server.serve())

@@ -175,7 +175,7 @@ class Storage:
             yield f
 
     def open_read(self, path: str) -> IO[bytes]:
-        return self.fs.open(path, "rb")  # type: ignore[no-any-return]
+        return self.fs.open(path, "rb")
 
     def describe(self) -> dict[str, Any]:
         """What a worker needs to open the same storage."""

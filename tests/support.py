@@ -28,7 +28,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+def _stop_group(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15
+) -> None:
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, sig)
@@ -60,7 +62,11 @@ class Gateway:
     def start(self, timeout: float = 90) -> Gateway:
         cmd = [str(BIN / "asyncnb"), "serve", "--port", "0", *self.args]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
             start_new_session=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
@@ -128,7 +134,9 @@ class MotoServer:
     def start(self) -> MotoServer:
         self.proc = subprocess.Popen(
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -155,15 +163,25 @@ class MotoServer:
     def make_bucket(self, name: str) -> None:
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket=name)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         keys: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys.extend(o["Key"] for o in page.get("Contents", []))
@@ -188,8 +206,7 @@ class WebhookReceiver:
                     self.end_headers()
                     return
                 receiver.received.append(
-                    {"headers": dict(self.headers.items()), "body": body,
-                     "json": json.loads(body)}
+                    {"headers": dict(self.headers.items()), "body": body, "json": json.loads(body)}
                 )
                 self.send_response(204)
                 self.end_headers()

@@ -64,14 +64,22 @@ def test_prefer_wait_returns_the_finished_workload(http: httpx.Client, echo: str
     assert response.headers["preference-applied"] == "wait=20"
 
 
-def test_payload_types_and_raw_results(client: Client, gateway: Gateway, http: httpx.Client) -> None:
+def test_payload_types_and_raw_results(
+    client: Client, gateway: Gateway, http: httpx.Client
+) -> None:
     client.deploy(predictors.Raw, "raw")
     gateway.wait_ready("raw")
-    text = http.post("/raw", content="héllo", headers={"Content-Type": "text/plain; charset=utf-8",
-                                                        "Prefer": "wait=20"}).json()
+    text = http.post(
+        "/raw",
+        content="héllo",
+        headers={"Content-Type": "text/plain; charset=utf-8", "Prefer": "wait=20"},
+    ).json()
     assert text["result"] == "HÉLLO" and text["result_content_type"].startswith("text/plain")
-    binary = http.post("/raw", content=b"\x00\x01\xff",
-                       headers={"Content-Type": "application/octet-stream", "Prefer": "wait=20"})
+    binary = http.post(
+        "/raw",
+        content=b"\x00\x01\xff",
+        headers={"Content-Type": "application/octet-stream", "Prefer": "wait=20"},
+    )
     info = binary.json()
     assert "result" not in info and info["result_content_type"] == "application/octet-stream"
     raw = http.get(f"/raw/{info['id']}/result")
@@ -120,15 +128,25 @@ def test_failure_carries_type_message_and_traceback(
 def test_retries_with_backoff_count_attempts(
     client: Client, gateway: Gateway, tmp_path: Path, http: httpx.Client
 ) -> None:
-    client.deploy(predictors.Flaky, "flaky", config={"folder": str(tmp_path), "fail_times": 2},
-                  max_retries=2, retry_backoff_s=0.05)
+    client.deploy(
+        predictors.Flaky,
+        "flaky",
+        config={"folder": str(tmp_path), "fail_times": 2},
+        max_retries=2,
+        retry_backoff_s=0.05,
+    )
     gateway.wait_ready("flaky")
     ok = http.post("/flaky", json={"n": 1}).json()
     info = poll(http, "flaky", ok["id"])
     assert info["status"] == "completed" and info["attempts"] == 3
     assert info["result"] == {"calls": 3}
-    client.deploy(predictors.Flaky, "flaky", config={"folder": str(tmp_path), "fail_times": 5},
-                  max_retries=1, retry_backoff_s=0.05)
+    client.deploy(
+        predictors.Flaky,
+        "flaky",
+        config={"folder": str(tmp_path), "fail_times": 5},
+        max_retries=1,
+        retry_backoff_s=0.05,
+    )
     gateway.wait_ready("flaky")
     bad = http.post("/flaky", json={"n": 2}).json()
     info = poll(http, "flaky", bad["id"])
@@ -136,7 +154,9 @@ def test_retries_with_backoff_count_attempts(
     assert info["error"]["type"] == "RuntimeError"
 
 
-def test_timeout_fails_with_type_timeout(client: Client, gateway: Gateway, http: httpx.Client) -> None:
+def test_timeout_fails_with_type_timeout(
+    client: Client, gateway: Gateway, http: httpx.Client
+) -> None:
     client.deploy(predictors.Hangs, "hangs", timeout_s=0.5)
     gateway.wait_ready("hangs")
     info = http.post("/hangs", json={}, headers={"Prefer": "wait=20"}).json()
@@ -155,7 +175,9 @@ def test_unserializable_result_fails_clearly(
     assert "JSON-serializable" in info["error"]["message"]
 
 
-def test_init_error_shows_in_api_state(client: Client, gateway: Gateway, http: httpx.Client) -> None:
+def test_init_error_shows_in_api_state(
+    client: Client, gateway: Gateway, http: httpx.Client
+) -> None:
     client.deploy(predictors.InitFails, "initfails")
     deadline = time.monotonic() + 30
     while (state := http.get("/initfails").json())["state"] == "deploying":
@@ -182,8 +204,11 @@ def test_progress_is_reported(client: Client, gateway: Gateway, http: httpx.Clie
             break
         time.sleep(0.1)
     assert seen and 0 < min(seen) < 1, seen
-    assert any("step" in (http.get(f"/slow/{workload_id}").json().get("progress") or {}).get(
-        "message", "step") for _ in [0])
+    assert any(
+        "step"
+        in (http.get(f"/slow/{workload_id}").json().get("progress") or {}).get("message", "step")
+        for _ in [0]
+    )
 
 
 def test_cancel_queued_and_running(client: Client, gateway: Gateway, http: httpx.Client) -> None:
@@ -236,12 +261,23 @@ def test_idempotency_key_gives_one_workload(http: httpx.Client, echo: str) -> No
 
 def test_bad_input_gets_clear_4xx(http: httpx.Client, echo: str) -> None:
     cases = [
-        (http.post(f"/{echo}", content=b"{not json", headers={"Content-Type": "application/json"}),
-         400, "malformed JSON"),
-        (http.post(f"/{echo}", content=b"", headers={"Content-Type": "application/json"}),
-         400, "empty body"),
-        (http.post(f"/{echo}", content=b"\xff\xfe", headers={"Content-Type": "text/plain"}),
-         400, "not valid utf-8"),
+        (
+            http.post(
+                f"/{echo}", content=b"{not json", headers={"Content-Type": "application/json"}
+            ),
+            400,
+            "malformed JSON",
+        ),
+        (
+            http.post(f"/{echo}", content=b"", headers={"Content-Type": "application/json"}),
+            400,
+            "empty body",
+        ),
+        (
+            http.post(f"/{echo}", content=b"\xff\xfe", headers={"Content-Type": "text/plain"}),
+            400,
+            "not valid utf-8",
+        ),
         (http.post("/nosuchapi", json={}), 404, "not deployed"),
         (http.get(f"/{echo}/" + "0" * 32), 404, "not found"),
         (http.get(f"/{echo}/not-an-id"), 400, "invalid workload id"),
@@ -250,14 +286,23 @@ def test_bad_input_gets_clear_4xx(http: httpx.Client, echo: str) -> None:
         (http.post(f"/{echo}", json={}, headers={"X-Priority": "high"}), 422, "integer"),
         (http.post(f"/{echo}", json={}, headers={"X-Priority": "99999999"}), 422, "within"),
         (http.post(f"/{echo}", json={}, headers={"X-Webhook-URL": "ftp://x"}), 422, "http"),
-        (http.post(f"/{echo}", json={}, headers={"X-Webhook-URL": "http://169.254.169.254/"}),
-         422, "link-local"),
+        (
+            http.post(f"/{echo}", json={}, headers={"X-Webhook-URL": "http://169.254.169.254/"}),
+            422,
+            "link-local",
+        ),
         (http.put("/apis/Bad_Name", json={"predictor": "eA=="}), 404, "invalid API name"),
         (http.put("/apis/metrics", json={"predictor": "eA=="}), 400, "reserved"),
-        (http.put("/apis/okname", json={"predictor": "eA==", "options": {"max_concurrency": 0}}),
-         422, "max_concurrency"),
-        (http.put("/apis/okname", json={"predictor": "eA==", "options": {"bogus": 1}}),
-         422, "bogus"),
+        (
+            http.put("/apis/okname", json={"predictor": "eA==", "options": {"max_concurrency": 0}}),
+            422,
+            "max_concurrency",
+        ),
+        (
+            http.put("/apis/okname", json={"predictor": "eA==", "options": {"bogus": 1}}),
+            422,
+            "bogus",
+        ),
         (http.put("/apis/okname", json={"predictor": "!!"}), 422, "base64"),
         (http.put("/apis/okname", content=b"nope"), 422, ""),
         (http.delete(f"/{echo}/" + "0" * 32), 404, "not found"),
@@ -268,7 +313,8 @@ def test_bad_input_gets_clear_4xx(http: httpx.Client, echo: str) -> None:
         assert text.lower() in detail, (response.request.url, detail)
     # nothing accepted before was lost, and the API still works
     assert http.post(f"/{echo}", json={}, headers={"Prefer": "wait=20"}).json()["status"] == (
-        "completed")
+        "completed"
+    )
 
 
 def test_payload_over_limit_gets_413(client: Client, gateway: Gateway, http: httpx.Client) -> None:
@@ -288,8 +334,18 @@ def test_payload_over_limit_gets_413(client: Client, gateway: Gateway, http: htt
 
 def test_api_status_list_metrics_docs(http: httpx.Client, echo: str) -> None:
     status = http.get(f"/{echo}").json()
-    for key in ("version", "state", "queue_depth", "in_progress", "completed", "failed",
-                "workers", "desired_workers", "options", "endpoint"):
+    for key in (
+        "version",
+        "state",
+        "queue_depth",
+        "in_progress",
+        "completed",
+        "failed",
+        "workers",
+        "desired_workers",
+        "options",
+        "endpoint",
+    ):
         assert key in status
     assert status["workers"] == 2 and status["options"]["max_concurrency"] == 1
     assert status["options"]["webhook_secret"] == "***"
@@ -297,9 +353,15 @@ def test_api_status_list_metrics_docs(http: httpx.Client, echo: str) -> None:
     names = [a["name"] for a in http.get("/apis").json()["apis"]]
     assert echo in names
     metrics = http.get("/metrics").text
-    for name in ("asyncnb_queue_depth", "asyncnb_in_progress", "asyncnb_workloads_completed",
-                 "asyncnb_queue_wait_seconds_bucket", "asyncnb_end_to_end_seconds_bucket",
-                 "asyncnb_workers", "asyncnb_desired_workers"):
+    for name in (
+        "asyncnb_queue_depth",
+        "asyncnb_in_progress",
+        "asyncnb_workloads_completed",
+        "asyncnb_queue_wait_seconds_bucket",
+        "asyncnb_end_to_end_seconds_bucket",
+        "asyncnb_workers",
+        "asyncnb_desired_workers",
+    ):
         assert name in metrics
     assert 'asyncnb_workers{api="echo"} 2.0' in metrics
     assert http.get("/openapi.json").json()["info"]["title"] == "asyncnb gateway"
@@ -311,8 +373,10 @@ def test_api_status_list_metrics_docs(http: httpx.Client, echo: str) -> None:
 def test_redeploy_is_a_new_version(client: Client, gateway: Gateway, http: httpx.Client) -> None:
     client.deploy(predictors.Echo, "versions", config={"tag": "first"})
     gateway.wait_ready("versions")
-    assert http.post("/versions", json={}, headers={"Prefer": "wait=20"}).json()["result"][
-        "tag"] == "first"
+    assert (
+        http.post("/versions", json={}, headers={"Prefer": "wait=20"}).json()["result"]["tag"]
+        == "first"
+    )
     client.deploy(predictors.Echo, "versions", config={"tag": "second"})
     info = gateway.wait_ready("versions")
     assert info["version"] == 2
