@@ -29,12 +29,15 @@ RETRY_WAIT = "retry-wait"  # a workload's `chunk` while it waits out its retry b
 
 
 class Chunk:
-    __slots__ = ("future", "key", "workloads")
+    __slots__ = ("future", "key", "worker", "workloads")
 
-    def __init__(self, key: str, workloads: list[Workload], future: Any) -> None:
+    def __init__(
+        self, key: str, workloads: list[Workload], future: Any, worker: str | None
+    ) -> None:
         self.key = key
         self.workloads = workloads
         self.future = future
+        self.worker = worker
 
 
 def _error_of(exc: BaseException, type_name: str | None = None) -> dict[str, str]:
@@ -54,7 +57,8 @@ class Dispatcher:
         self.engine = engine
         self.client = client
         self._wake = asyncio.Event()
-        self._worker_resources: list[dict[str, float]] = []
+        self._worker_resources: dict[str, dict[str, float]] = {}
+        self._chunks_on: dict[str, int] = {}  # worker address → our chunks running there
         self._last_refresh = 0.0
         self._closing = False
 
@@ -77,16 +81,19 @@ class Dispatcher:
         except Exception as exc:
             logger.warning("cannot reach the Dask scheduler: %s", exc)
             return
-        self._worker_resources = [
-            dict(w.get("resources") or {}) for w in identity.get("workers", {}).values()
-        ]
+        self._worker_resources = {
+            address: dict(w.get("resources") or {})
+            for address, w in identity.get("workers", {}).items()
+        }
         self._last_refresh = time.monotonic()
         for state in self.engine.apis.values():
             self.count_workers(state)
 
     def count_workers(self, state: APIState) -> None:
         wanted = state.options.dask_resources()
-        state.workers = sum(1 for offered in self._worker_resources if _satisfies(offered, wanted))
+        state.workers = sum(
+            1 for offered in self._worker_resources.values() if _satisfies(offered, wanted)
+        )
         state.desired_workers = state.recommend_workers()
 
     # deploy warm-up ----------------------------------------------------------------------
@@ -147,8 +154,11 @@ class Dispatcher:
                 asyncio.get_running_loop().call_later(wait_left, self.wake)
                 return
         limit = max(self.engine.settings.max_chunk, batch)
+        slots = state.workers * options.max_concurrency
         while free > 0 and len(state.queue):
-            size = math.ceil(len(state.queue) / free)
+            # Share the backlog among all slots, busy ones included: they free up soon, and a
+            # slot that frees first must not take the whole backlog while others go idle.
+            size = math.ceil(len(state.queue) / slots)
             if batch > 1:
                 size = math.ceil(size / batch) * batch
             workloads = state.queue.pop(min(size, limit))
@@ -157,8 +167,17 @@ class Dispatcher:
             self._submit(state, workloads)
             free -= 1
 
+    def _least_loaded_worker(self, state: APIState) -> str | None:
+        """Spread chunks evenly: Dask alone may stack them on one multi-threaded worker."""
+        wanted = state.options.dask_resources()
+        eligible = [a for a, r in self._worker_resources.items() if _satisfies(r, wanted)]
+        if not eligible:
+            return None
+        return min(eligible, key=lambda address: self._chunks_on.get(address, 0))
+
     def _submit(self, state: APIState, workloads: list[Workload]) -> None:
         key = f"asyncnb-{state.name}-{uuid.uuid4().hex}"
+        worker = self._least_loaded_worker(state)
         items = [{"id": w.id, "content_type": w.content_type, "body": w.body} for w in workloads]
         future = self.client.submit(
             runtime.run_chunk,
@@ -166,9 +185,13 @@ class Dispatcher:
             items,
             key=key,
             resources=state.options.dask_resources() or None,
+            workers=[worker] if worker else None,
+            allow_other_workers=True,  # if that worker dies, Dask runs the chunk elsewhere
             pure=False,
         )
-        chunk = Chunk(key, workloads, future)
+        chunk = Chunk(key, workloads, future, worker)
+        if worker:
+            self._chunks_on[worker] = self._chunks_on.get(worker, 0) + 1
         for workload in workloads:
             workload.chunk = chunk
             workload.version = state.version
@@ -191,6 +214,8 @@ class Dispatcher:
             await self._chunk_failed(state, chunk, exc)
         finally:
             state.chunks_in_flight -= 1
+            if chunk.worker and self._chunks_on.get(chunk.worker):
+                self._chunks_on[chunk.worker] -= 1
             self.wake()
         if outcomes:
             await self._apply(state, chunk, outcomes)

@@ -252,9 +252,15 @@ class Engine:
         state = self.apis.get(api)
         if state is None:
             raise NotFound(f"API {api!r} is not deployed")
-        if workload.chunk is None:
+        queued = workload.chunk is None
+        if queued:
             state.queue.discard(workload)
-        await self._finish(state, workload, Status.CANCELLED, error=None)
+        try:
+            await self._finish(state, workload, Status.CANCELLED, error=None)
+        except Exception as exc:
+            if queued:
+                state.queue.restore(workload)
+            raise Unavailable(f"storage is unavailable: {exc}") from exc
         self.dispatcher.cancel_if_abandoned(workload)
         return workload
 

@@ -15,7 +15,7 @@ def api_name_problem(name: str) -> str | None:
     """Why `name` cannot name an API, or None when it can."""
     if name in RESERVED_NAMES:
         return f"API name {name!r} is reserved"
-    if not _API_NAME.match(name):
+    if not _API_NAME.fullmatch(name):
         return (
             f"invalid API name {name[:80]!r}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
@@ -24,7 +24,7 @@ def api_name_problem(name: str) -> str | None:
 
 
 def is_workload_id(value: str) -> bool:
-    return bool(_WORKLOAD_ID.match(value))
+    return bool(_WORKLOAD_ID.fullmatch(value))
 
 
 def new_workload_id() -> str:

@@ -64,7 +64,7 @@ class Predictor:
     """A built predictor plus what its signatures allow."""
 
     instance: Any
-    takes_request_id: bool
+    request_id_mode: str  # "positional", "keyword" or "" (not passed)
     has_batch: bool
     has_single: bool
 
@@ -72,21 +72,30 @@ class Predictor:
     def wrap(cls, instance: Any) -> Predictor:
         predict = getattr(instance, "predict", None)
         has_single = callable(predict)
-        takes_id = has_single and (
-            _accepts(predict, "request_id") or _positional_count(predict) >= 2
-        )
+        mode = ""
+        if has_single:
+            if _positional_count(predict) >= 2:
+                mode = "positional"
+            elif _accepts(predict, "request_id"):
+                mode = "keyword"
         return cls(
             instance=instance,
-            takes_request_id=takes_id,
+            request_id_mode=mode,
             has_batch=callable(getattr(instance, "predict_batch", None)),
             has_single=has_single,
         )
 
+    @property
+    def takes_request_id(self) -> bool:
+        return bool(self.request_id_mode)
+
     def predict(self, payload: Any, request_id: str) -> Any:
         if not self.has_single:
             return self.instance.predict_batch([payload])[0]
-        if self.takes_request_id:
+        if self.request_id_mode == "positional":
             return self.instance.predict(payload, request_id)
+        if self.request_id_mode == "keyword":
+            return self.instance.predict(payload, request_id=request_id)
         return self.instance.predict(payload)
 
     def predict_batch(self, payloads: Sequence[Any]) -> list[Any]:

@@ -15,6 +15,7 @@ class WorkloadQueue:
         self._heap: list[tuple[int, int, Workload]] = []
         self._order = itertools.count()
         self._depth = 0
+        self._discarded: set[str] = set()
 
     def __len__(self) -> int:
         return self._depth
@@ -24,20 +25,35 @@ class WorkloadQueue:
         self._depth += 1
 
     def discard(self, workload: Workload) -> None:
-        """Account for a queued workload that was cancelled; its heap entry is skipped later."""
-        self._depth -= 1
+        """Take a queued workload out; its heap entry is skipped when it reaches the top."""
+        if workload.id not in self._discarded:
+            self._discarded.add(workload.id)
+            self._depth -= 1
+
+    def restore(self, workload: Workload) -> None:
+        """Undo a discard whose cancel could not be persisted."""
+        if workload.id in self._discarded:
+            self._discarded.discard(workload.id)
+            self._depth += 1
 
     def pop(self, limit: int) -> list[Workload]:
         taken: list[Workload] = []
         while self._heap and len(taken) < limit:
             _, _, workload = heapq.heappop(self._heap)
+            if workload.id in self._discarded:
+                self._discarded.discard(workload.id)
+                continue
             if workload.status is Status.IN_QUEUE and workload.chunk is None:
                 taken.append(workload)
                 self._depth -= 1
         return taken
 
     def oldest_created_at(self) -> float | None:
-        live = [w.created_at for _, _, w in self._heap[:64] if w.status is Status.IN_QUEUE]
+        live = [
+            w.created_at
+            for _, _, w in self._heap[:64]
+            if w.status is Status.IN_QUEUE and w.id not in self._discarded
+        ]
         return min(live) if live else None
 
     def drain(self) -> list[Workload]:

@@ -127,9 +127,15 @@ def _call_with_timeout(func: Callable[[], Any], timeout_s: float | None) -> Any:
     # A hung predict cannot be interrupted in Python; it is left on a daemon thread so that
     # this task, and the worker slot, move on.
     ctx = contextvars.copy_context()
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asyncnb-predict")
-    future = pool.submit(ctx.run, func)
-    pool.shutdown(wait=False)
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def call() -> None:
+        try:
+            future.set_result(ctx.run(func))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=call, name="asyncnb-predict", daemon=True).start()
     try:
         return future.result(timeout=timeout_s)
     except concurrent.futures.TimeoutError:

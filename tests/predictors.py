@@ -55,7 +55,7 @@ class Sleepy:
 
     def predict(self, payload: Any) -> Any:
         time.sleep(float(payload.get("sleep", 0)))
-        return {"name": payload.get("name"), "t": time.time()}
+        return {"name": payload.get("name"), "t": time.time(), "pid": os.getpid()}
 
 
 class Failing:
