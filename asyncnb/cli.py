@@ -368,6 +368,8 @@ def get(ctx: click.Context, name: str | None, gateway: str, token: str | None) -
     _store_client(ctx, gateway, token)
     client = _client(ctx)
     console = Console()
+    if not console.is_terminal:  # piped output: never truncate ids or URLs
+        console = Console(width=400)
     if name is None:
         table = Table(
             "api",

@@ -11,9 +11,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
@@ -84,6 +86,15 @@ def require_user(request: Request) -> None:
     if admin and secrets.compare_digest(header.partition(" ")[2].strip().encode(), admin.encode()):
         return
     _check_token(request, settings.token)
+
+
+def _require_user_or_query_token(request: Request) -> None:
+    """The docs page is opened in a browser, which cannot send a bearer header."""
+    token = request.query_params.get("token")
+    expected = request.app.state.settings.token
+    if token and expected and secrets.compare_digest(token.encode(), expected.encode()):
+        return
+    require_user(request)
 
 
 def require_admin(request: Request) -> None:
@@ -161,6 +172,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         version=__version__,
         description="Asynchronous inference APIs: submit now, fetch the result later.",
         lifespan=lifespan,
+        docs_url=None,
+        openapi_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     _install_error_handlers(app)
@@ -206,6 +220,18 @@ def _add_admin_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["gateway"])
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        _require_user_or_query_token(request)
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        _require_user_or_query_token(request)
+        token = request.query_params.get("token")
+        url = "/openapi.json" + (f"?token={quote(token)}" if token else "")
+        return get_swagger_ui_html(openapi_url=url, title="asyncnb gateway")
 
     @app.get("/metrics", tags=["gateway"], dependencies=[Depends(require_user)])
     async def metrics(request: Request) -> Response:

@@ -333,6 +333,7 @@ def test_payload_over_limit_gets_413(client: Client, gateway: Gateway, http: htt
 
 
 def test_api_status_list_metrics_docs(http: httpx.Client, echo: str) -> None:
+    http.post(f"/{echo}", json={}, headers={"Prefer": "wait=20"})
     status = http.get(f"/{echo}").json()
     for key in (
         "version",
