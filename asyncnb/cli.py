@@ -154,6 +154,12 @@ def serve(**kw: Any) -> None:
         click.echo(f"asyncnb gateway ready at {url} (storage {settings.storage})", err=False)
         sys.stdout.flush()
 
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     asyncio.run(run(settings, ready))
 
 

@@ -7,6 +7,7 @@ import inspect
 import os
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 
 from .settings import GatewaySettings
@@ -27,6 +28,13 @@ def load_factory(spec: str) -> Any:
 
 async def start_dask(settings: GatewaySettings, storage: Storage) -> tuple[Any, Any | None]:
     """(asynchronous Client, the cluster this gateway owns or None)."""
+    # A LocalCluster's scheduler shares the gateway's event loop: keep its sampling light.
+    dask.config.set(
+        {
+            "distributed.admin.system-monitor.interval": "2s",
+            "distributed.admin.system-monitor.disk": False,
+        }
+    )
     if settings.scheduler:
         client = await Client(settings.scheduler, asynchronous=True)
         return client, None

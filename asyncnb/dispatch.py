@@ -143,7 +143,11 @@ class Dispatcher:
         if state.state != APIState.READY or not len(state.queue):
             return
         options = state.options
-        free = state.workers * options.max_concurrency - state.chunks_in_flight
+        slots = state.workers * options.max_concurrency
+        # One chunk more per slot waits on the worker (behind its concurrency gate), so a slot
+        # starts its next chunk without a round trip through the gateway.
+        in_flight_limit = slots * (1 + self.engine.settings.prefetch)
+        free = in_flight_limit - state.chunks_in_flight
         if free <= 0:
             return
         batch = options.max_batch_size
@@ -154,11 +158,10 @@ class Dispatcher:
                 asyncio.get_running_loop().call_later(wait_left, self.wake)
                 return
         limit = max(self.engine.settings.max_chunk, batch)
-        slots = state.workers * options.max_concurrency
         while free > 0 and len(state.queue):
             # Share the backlog among all slots, busy ones included: they free up soon, and a
             # slot that frees first must not take the whole backlog while others go idle.
-            size = math.ceil(len(state.queue) / slots)
+            size = math.ceil(len(state.queue) / in_flight_limit)
             if batch > 1:
                 size = math.ceil(size / batch) * batch
             workloads = state.queue.pop(min(size, limit))

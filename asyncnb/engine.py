@@ -54,6 +54,7 @@ class EngineSettings:
     inline_payload_bytes: int = 1024 * 1024
     inline_result_bytes: int = 1024 * 1024
     max_chunk: int = 64
+    prefetch: int = 1
     finished_cache: int = 100_000
     webhook_attempts: int = 6
     webhook_backoff_s: float = 1.0
@@ -162,6 +163,7 @@ class Engine:
             "storage": self.storage.describe(),
             "inline_limit": self.settings.inline_result_bytes,
             "max_batch_size": state.options.max_batch_size,
+            "max_concurrency": state.options.max_concurrency,
             "timeout_s": state.options.timeout_s,
         }
 

@@ -77,7 +77,7 @@ def _check_token(request: Request, expected: str | None) -> None:
         raise HTTPError(403, "invalid token")
 
 
-def require_user(request: Request) -> None:
+async def require_user(request: Request) -> None:
     settings: GatewaySettings = request.app.state.settings
     if settings.token is None:
         return
@@ -88,16 +88,16 @@ def require_user(request: Request) -> None:
     _check_token(request, settings.token)
 
 
-def _require_user_or_query_token(request: Request) -> None:
+async def _require_user_or_query_token(request: Request) -> None:
     """The docs page is opened in a browser, which cannot send a bearer header."""
     token = request.query_params.get("token")
     expected = request.app.state.settings.token
     if token and expected and secrets.compare_digest(token.encode(), expected.encode()):
         return
-    require_user(request)
+    await require_user(request)
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     _check_token(request, request.app.state.settings.effective_admin_token)
 
 
@@ -223,12 +223,12 @@ def _add_admin_routes(app: FastAPI) -> None:
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
-        _require_user_or_query_token(request)
+        await _require_user_or_query_token(request)
         return JSONResponse(app.openapi())
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
-        _require_user_or_query_token(request)
+        await _require_user_or_query_token(request)
         token = request.query_params.get("token")
         url = "/openapi.json" + (f"?token={quote(token)}" if token else "")
         return get_swagger_ui_html(openapi_url=url, title="asyncnb gateway")

@@ -27,6 +27,7 @@ from .storage import storage_from_description
 _predictors: dict[tuple[str, int], Predictor] = {}
 _predictor_locks: dict[tuple[str, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
+_gates: dict[tuple[str, int], threading.Semaphore] = {}
 _KEEP_VERSIONS = 2
 
 
@@ -181,8 +182,23 @@ def _failure(item_id: str, exc: BaseException, started: float) -> dict[str, Any]
     }
 
 
+def _gate(spec: dict[str, Any]) -> threading.Semaphore:
+    """max_concurrency per worker process, whatever number of chunks Dask has started here."""
+    key = (spec["api"], int(spec.get("max_concurrency", 1)))
+    gate = _gates.get(key)
+    if gate is None:
+        with _registry_lock:
+            gate = _gates.setdefault(key, threading.Semaphore(key[1]))
+    return gate
+
+
 def run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run `items` (one Dask task) and return one outcome per item, never raising for them."""
+    with _gate(spec):
+        return _run_chunk(spec, items)
+
+
+def _run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     started = time.time()
     _emit(
         {

@@ -87,9 +87,14 @@ class Storage:
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write whole or not at all: a crash never leaves a half-written record behind."""
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as f:
+            try:
+                f = open(tmp, "wb")  # noqa: SIM115
+            except FileNotFoundError:
+                # makedirs only on a miss: it costs several syscalls on every write otherwise
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                f = open(tmp, "wb")  # noqa: SIM115
+            with f:
                 f.write(data)
             os.replace(tmp, path)
         else:
