@@ -20,6 +20,7 @@ from .metrics import GatewayMetrics
 from .names import idempotent_workload_id, new_workload_id
 from .options import APIOptions
 from .storage import Storage
+from .store import WorkloadStore, open_store
 from .webhooks import WebhookSender, generate_secret
 from .workload import Status, Workload
 
@@ -67,6 +68,7 @@ class Engine:
         self, storage: Storage, dask_client: Any, settings: EngineSettings | None = None
     ) -> None:
         self.storage = storage
+        self.store: WorkloadStore = open_store(storage)
         self.settings = settings or EngineSettings()
         self.apis: dict[str, APIState] = {}
         self.metrics = GatewayMetrics(lambda: [a.snapshot() for a in self.apis.values()])
@@ -93,6 +95,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.webhooks.close()
+        self.store.close()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -154,7 +157,7 @@ class Engine:
             await self._finish(state, workload, Status.CANCELLED, error=None)
         self.apis.pop(name, None)
         await self.io(self.storage.delete_tree, self.storage.path("apis", name))
-        await self.io(self.storage.delete_tree, self.storage.path("queue", name))
+        await self.io(self.store.drop_queue, name)
 
     def worker_spec(self, state: APIState) -> dict[str, Any]:
         return {
@@ -187,10 +190,7 @@ class Engine:
         accepted: asyncio.Future[Workload] = asyncio.get_running_loop().create_future()
         self._accepting[workload.id] = accepted
         try:
-            entry = workload.queue_entry()
-            await self.io(
-                self.storage.write_bytes, self.storage.queue_path(state.name, workload.id), entry
-            )
+            await self.io(self.store.accept, workload)
         except Exception as exc:
             accepted.set_exception(Unavailable(f"storage is unavailable: {exc}"))
             accepted.exception()  # retrieved here so a lone submit does not log it as lost
@@ -209,9 +209,7 @@ class Engine:
     async def get(self, api: str, workload_id: str) -> Workload | None:
         workload = self._live.get(workload_id) or self._finished.get(workload_id)
         if workload is None:
-            record = await self.io(
-                self.storage.read_json, self.storage.status_path(api, workload_id)
-            )
+            record = await self.io(self.store.final_record, api, workload_id)
             if record is None:
                 return None
             workload = Workload.from_final_record(record)
@@ -296,7 +294,9 @@ class Engine:
         if not writes:
             return
         try:
-            await self.io(self._persist_endings, state.name, writes)
+            await self.io(
+                self.store.finish, state.name, [(w, record, url) for w, _, record, url in writes]
+            )
         except Exception:
             logger.exception("could not persist %d final records of %s", len(writes), state.name)
             raise
@@ -314,18 +314,6 @@ class Engine:
                 workload.done.set()
             if url:
                 self.spawn(self._deliver(state, workload, url))
-
-    def _persist_endings(
-        self, api: str, writes: list[tuple[Workload, Status, dict[str, Any], str | None]]
-    ) -> None:
-        storage = self.storage
-        for workload, _, record, url in writes:
-            if url:
-                storage.write_json(storage.outbox_path(api, workload.id), {"url": url})
-            storage.write_json(storage.status_path(api, workload.id), record)
-            storage.delete(storage.queue_path(api, workload.id))
-            if workload.payload_stored:
-                storage.delete(storage.payload_path(api, workload.id))
 
     def _remember_finished(self, workload: Workload) -> None:
         self._finished[workload.id] = workload
@@ -352,11 +340,11 @@ class Engine:
         workload.webhook = outcome.public(url)
         try:
             await self.io(
-                self.storage.write_json,
-                self.storage.status_path(workload.api, workload.id),
+                self.store.record_webhook,
+                workload.api,
+                workload.id,
                 workload.final_record(workload.status),
             )
-            await self.io(self.storage.delete, self.storage.outbox_path(workload.api, workload.id))
         except Exception:
             logger.exception("could not record the webhook outcome of %s", workload.id)
 
@@ -377,7 +365,7 @@ class Engine:
                 spec.get("created_at"),
             )
             self.apis[name] = state
-            recovered = await self.io(self._read_queue, name)
+            recovered = await self.io(self.store.pending, name)
             for workload in sorted(recovered, key=lambda w: w.created_at):
                 self._live[workload.id] = workload
                 state.queue.push(workload)
@@ -386,26 +374,11 @@ class Engine:
             await self._recover_outbox(state)
             self.dispatcher.warm(state)
 
-    def _read_queue(self, api: str) -> list[Workload]:
-        storage = self.storage
-        found: list[Workload] = []
-        for workload_id in storage.list_names(storage.path("queue", api)):
-            if storage.exists(storage.status_path(api, workload_id)):
-                storage.delete(storage.queue_path(api, workload_id))  # finished just before a crash
-                continue
-            data = storage.read_bytes(storage.queue_path(api, workload_id))
-            if data:
-                found.append(Workload.from_queue_entry(data))
-        return found
-
     async def _recover_outbox(self, state: APIState) -> None:
-        storage = self.storage
-        for name in await self.io(storage.list_names, storage.path("outbox", state.name)):
-            workload_id = name.removesuffix(".json")
-            entry = await self.io(storage.read_json, storage.outbox_path(state.name, workload_id))
+        for workload_id, url in await self.io(self.store.owed_webhooks, state.name):
             workload = await self.get(state.name, workload_id)
-            if entry and workload is not None:
-                self.spawn(self._deliver(state, workload, entry["url"]))
+            if workload is not None:
+                self.spawn(self._deliver(state, workload, url))
 
     async def _sweep_forever(self) -> None:
         while not self._closed:
@@ -417,20 +390,14 @@ class Engine:
 
     def sweep_expired(self) -> int:
         """Delete finished workloads past their result_ttl; returns how many went."""
-        storage, now, removed = self.storage, time.time(), 0
-        for api in storage.list_names(storage.path("workloads")):
+
+        def ttl_of(api: str) -> float:
             state = self.apis.get(api)
-            ttl = state.options.result_ttl if state else APIOptions().result_ttl
-            for workload_id, modified in storage.list_with_mtime(storage.path("workloads", api)):
-                if workload_id in self._live:
-                    continue
-                if modified is None:
-                    record = storage.read_json(storage.status_path(api, workload_id)) or {}
-                    expired = (record.get("expires_at") or now + 1) < now
-                else:
-                    expired = modified + ttl < now
-                if expired:
-                    storage.delete_tree(storage.path("workloads", api, workload_id))
-                    self._finished.pop(workload_id, None)
-                    removed += 1
-        return removed
+            return state.options.result_ttl if state else APIOptions().result_ttl
+
+        now = time.time()
+        for workload_id in [
+            w.id for w in self._finished.values() if w.expires_at and w.expires_at < now
+        ]:
+            self._finished.pop(workload_id, None)
+        return self.store.sweep(ttl_of)

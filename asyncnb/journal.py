@@ -1,0 +1,271 @@
+"""JournalStore: the durable queue and final records as append-only segments on a local disk.
+
+Each API has a folder `journal/{api}/` of numbered segment files. A record is one `write`
+call of a 37-byte header (kind, workload id, data length) and its data:
+
+- `A` accept: the queue entry (JSON header line, then the inline payload bytes);
+- `F` final: the final record as JSON; the newest `F` of an id wins;
+- `W` final with a webhook still owed (its JSON names the URL).
+
+The data reaches the kernel before `accept` returns, so it survives a `kill -9` of the gateway
+(`fsync=True` also covers power loss). A restart replays the segments: accepted ids without a
+final record are queued again. A segment is deleted once it holds no unfinished workload and
+every final record in it has expired. One gateway owns a journal at a time (an flock).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .storage import Storage
+from .store import Ending, delete_stored_payload, sweep_workload_folders
+from .workload import Workload
+
+logger = logging.getLogger("asyncnb.journal")
+
+_HEADER = struct.Struct(">c32sI")
+ACCEPT, FINAL, FINAL_OWING_WEBHOOK = b"A", b"F", b"W"
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class JournalLocked(RuntimeError):
+    pass
+
+
+@dataclass
+class _Segment:
+    path: str
+    number: int
+    size: int = 0
+    unfinished: set[str] = field(default_factory=set)
+    expires_at: float = 0.0
+    reader: int | None = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.reader is None:
+            self.reader = os.open(self.path, os.O_RDONLY)
+        return os.pread(self.reader, length, offset)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            os.close(self.reader)
+            self.reader = None
+
+
+@dataclass
+class _APIJournal:
+    folder: str
+    segments: dict[int, _Segment] = field(default_factory=dict)
+    writer: int | None = None
+    current: _Segment | None = None
+    pending: dict[str, Workload] = field(default_factory=dict)
+    owed: dict[str, str] = field(default_factory=dict)
+
+
+class JournalStore:
+    def __init__(
+        self, storage: Storage, *, fsync: bool = False, segment_bytes: int = SEGMENT_BYTES
+    ) -> None:
+        self.storage = storage
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.root = storage.path("journal")
+        os.makedirs(self.root, exist_ok=True)
+        self._lock = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise JournalLocked(
+                f"another gateway is already serving storage {storage.url}"
+            ) from None
+        self._apis: dict[str, _APIJournal] = {}
+        # id → (api, segment number, offset, length) of its newest final record
+        self._finals: dict[str, tuple[str, int, int, int]] = {}
+        self._accepted_in: dict[str, _Segment] = {}
+        for api in sorted(os.listdir(self.root)):
+            if os.path.isdir(os.path.join(self.root, api)):
+                self._replay(api)
+
+    # writing -----------------------------------------------------------------------------
+    def _journal(self, api: str) -> _APIJournal:
+        journal = self._apis.get(api)
+        if journal is None:
+            folder = os.path.join(self.root, api)
+            os.makedirs(folder, exist_ok=True)
+            journal = self._apis[api] = _APIJournal(folder)
+        return journal
+
+    def _append(self, api: str, kind: bytes, workload_id: str, data: bytes) -> tuple[_Segment, int]:
+        journal = self._journal(api)
+        segment = journal.current
+        if segment is None or segment.size >= self.segment_bytes:
+            segment = self._rotate(journal)
+        assert journal.writer is not None
+        offset = segment.size
+        record = _HEADER.pack(kind, workload_id.encode("ascii"), len(data)) + data
+        written = os.write(journal.writer, record)
+        while written < len(record):  # a signal can interrupt a large write part-way
+            written += os.write(journal.writer, record[written:])
+        if self.fsync:
+            os.fsync(journal.writer)
+        segment.size += len(record)
+        return segment, offset + _HEADER.size
+
+    def _rotate(self, journal: _APIJournal) -> _Segment:
+        if journal.writer is not None:
+            os.close(journal.writer)
+        number = max(journal.segments, default=0) + 1
+        path = os.path.join(journal.folder, f"{number:010d}.log")
+        journal.writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        segment = _Segment(path, number)
+        journal.segments[number] = segment
+        journal.current = segment
+        return segment
+
+    def accept(self, workload: Workload) -> None:
+        segment, _ = self._append(workload.api, ACCEPT, workload.id, workload.queue_entry())
+        segment.unfinished.add(workload.id)
+        self._accepted_in[workload.id] = segment
+
+    def _write_final(
+        self, api: str, workload_id: str, record: dict[str, Any], owed_url: str | None
+    ) -> None:
+        data = json.dumps(record, separators=(",", ":")).encode()
+        kind = FINAL_OWING_WEBHOOK if owed_url else FINAL
+        segment, offset = self._append(api, kind, workload_id, data)
+        segment.expires_at = max(segment.expires_at, float(record.get("expires_at") or 0))
+        self._finals[workload_id] = (api, segment.number, offset, len(data))
+        accepted_in = self._accepted_in.pop(workload_id, None)
+        if accepted_in is not None:
+            accepted_in.unfinished.discard(workload_id)
+
+    def finish(self, api: str, endings: list[Ending]) -> None:
+        for workload, record, url in endings:
+            if url:
+                record = {**record, "_webhook_owed": url}
+            self._write_final(api, workload.id, record, url)
+            delete_stored_payload(self.storage, workload)
+
+    def record_webhook(self, api: str, workload_id: str, record: dict[str, Any]) -> None:
+        self._write_final(api, workload_id, record, None)
+
+    # reading -----------------------------------------------------------------------------
+    def final_record(self, api: str, workload_id: str) -> dict[str, Any] | None:
+        location = self._finals.get(workload_id)
+        if location is None or location[0] != api:
+            return None
+        segment = self._apis[api].segments.get(location[1])
+        if segment is None:
+            return None
+        record = json.loads(segment.read(location[2], location[3]))
+        record.pop("_webhook_owed", None)
+        return dict(record)
+
+    def pending(self, api: str) -> list[Workload]:
+        journal = self._apis.get(api)
+        if journal is None:
+            return []
+        found, journal.pending = list(journal.pending.values()), {}
+        return found
+
+    def owed_webhooks(self, api: str) -> list[tuple[str, str]]:
+        journal = self._apis.get(api)
+        if journal is None:
+            return []
+        owed, journal.owed = list(journal.owed.items()), {}
+        return owed
+
+    def drop_queue(self, api: str) -> None:
+        """Nothing to do: undeploy writes a cancelled final record for every queued workload."""
+
+    # replay and expiry -------------------------------------------------------------------
+    def _replay(self, api: str) -> None:
+        journal = self._journal(api)
+        names = sorted(n for n in os.listdir(journal.folder) if n.endswith(".log"))
+        for name in names:
+            segment = _Segment(os.path.join(journal.folder, name), int(name.split(".")[0]))
+            journal.segments[segment.number] = segment
+            self._replay_segment(api, journal, segment)
+        for workload_id in journal.pending:
+            self._accepted_in[workload_id].unfinished.add(workload_id)
+        if journal.pending:
+            logger.info("journal of %s: %d unfinished workloads", api, len(journal.pending))
+
+    def _replay_segment(self, api: str, journal: _APIJournal, segment: _Segment) -> None:
+        with open(segment.path, "rb") as source:
+            offset = 0
+            while True:
+                header = source.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    break
+                kind, raw_id, length = _HEADER.unpack(header)
+                workload_id = raw_id.decode("ascii")
+                data_at = offset + _HEADER.size
+                if kind == ACCEPT:
+                    data = source.read(length)
+                    if len(data) < length:
+                        break
+                    journal.pending[workload_id] = Workload.from_queue_entry(data)
+                    self._accepted_in[workload_id] = segment
+                else:
+                    data = source.read(length)
+                    if len(data) < length:
+                        break
+                    record = json.loads(data)
+                    segment.expires_at = max(
+                        segment.expires_at, float(record.get("expires_at") or 0)
+                    )
+                    self._finals[workload_id] = (api, segment.number, data_at, length)
+                    journal.pending.pop(workload_id, None)
+                    journal.owed.pop(workload_id, None)
+                    if kind == FINAL_OWING_WEBHOOK:
+                        journal.owed[workload_id] = record["_webhook_owed"]
+                offset = data_at + length
+        if offset < os.path.getsize(segment.path):
+            # A torn tail (power loss mid-write): drop it so appends start on a record boundary.
+            logger.warning("truncating a torn record at %s:%d", segment.path, offset)
+            os.truncate(segment.path, offset)
+        segment.size = offset
+
+    def sweep(self, ttl_of: Callable[[str], float]) -> int:
+        now, removed = time.time(), 0
+        for api, journal in self._apis.items():
+            for number, segment in list(journal.segments.items()):
+                if segment is journal.current or segment.unfinished:
+                    continue
+                if segment.expires_at and segment.expires_at >= now:
+                    continue
+                self._forget_finals_in(api, segment)
+                segment.close()
+                os.remove(segment.path)
+                del journal.segments[number]
+                removed += 1
+        return removed + sweep_workload_folders(self.storage, ttl_of, self._accepted_in)
+
+    def _forget_finals_in(self, api: str, segment: _Segment) -> None:
+        stale = [
+            workload_id
+            for workload_id, (owner, number, _, _) in self._finals.items()
+            if owner == api and number == segment.number
+        ]
+        for workload_id in stale:
+            del self._finals[workload_id]
+
+    def close(self) -> None:
+        for journal in self._apis.values():
+            if journal.writer is not None:
+                os.close(journal.writer)
+                journal.writer = None
+            for segment in journal.segments.values():
+                segment.close()
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        os.close(self._lock)
