@@ -118,6 +118,20 @@ def _is_loopback(host: str) -> bool:
     show_default=True,
     help="first webhook retry delay in seconds, doubled each time",
 )
+@click.option(
+    "--max-chunk",
+    type=int,
+    default=64,
+    show_default=True,
+    help="most queued workloads sent to Dask as one task",
+)
+@click.option(
+    "--prefetch",
+    type=int,
+    default=1,
+    show_default=True,
+    help="chunks waiting on each worker slot beyond the running one",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @_fail_cleanly
 def serve(**kw: Any) -> None:
@@ -148,6 +162,8 @@ def serve(**kw: Any) -> None:
         public_url=kw["public_url"],
         webhook_attempts=kw["webhook_attempts"],
         webhook_backoff_s=kw["webhook_backoff"],
+        max_chunk=kw["max_chunk"],
+        prefetch=kw["prefetch"],
     )
 
     def ready(url: str) -> None:

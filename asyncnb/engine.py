@@ -222,6 +222,15 @@ class Engine:
             return None
         return workload
 
+    def peek(self, api: str, workload_id: str) -> Workload | None:
+        """A workload held in memory and not expired, without touching storage."""
+        workload = self._live.get(workload_id) or self._finished.get(workload_id)
+        if workload is None or workload.api != api:
+            return None
+        if workload.expires_at is not None and workload.expires_at < time.time():
+            return None
+        return workload
+
     async def wait(self, workload: Workload, timeout: float) -> None:
         if workload.status.finished or timeout <= 0:
             return

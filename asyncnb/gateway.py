@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .cluster import start_dask, stop_dask
 from .engine import Conflict, Engine, EngineError, EngineSettings, NotFound, Unavailable
+from .fastpath import StatusFastPath
 from .names import api_name_problem, is_workload_id
 from .options import APIOptions
 from .settings import GatewaySettings
@@ -153,6 +154,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 inline_payload_bytes=settings.inline_payload_bytes,
                 inline_result_bytes=settings.inline_result_bytes,
                 max_chunk=settings.max_chunk,
+                prefetch=settings.prefetch,
                 webhook_attempts=settings.webhook_attempts,
                 webhook_backoff_s=settings.webhook_backoff_s,
                 sweep_interval_s=settings.sweep_interval_s,
@@ -177,6 +179,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.add_middleware(StatusFastPath)
     _install_error_handlers(app)
     _add_admin_routes(app)
     _add_workload_routes(app)

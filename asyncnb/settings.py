@@ -28,6 +28,7 @@ class GatewaySettings:
     inline_payload_bytes: int = 1024 * 1024
     inline_result_bytes: int = 1024 * 1024
     max_chunk: int = 64
+    prefetch: int = 1
     webhook_attempts: int = 6
     webhook_backoff_s: float = 1.0
     sweep_interval_s: float = 3600.0

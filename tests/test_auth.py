@@ -100,3 +100,16 @@ def test_serve_refuses_public_host_without_token(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0
     assert "without --token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_polling_checks_the_token(secured: Gateway) -> None:
+    with Client(secured.url, token=ADMIN) as admin:
+        admin.deploy(predictors.Echo, "polled")
+    secured.wait_ready("polled", token=USER)
+    with secured.client(USER) as user:
+        workload_id = user.post("/polled", json={}, headers={"Prefer": "wait=20"}).json()["id"]
+        assert user.get(f"/polled/{workload_id}").status_code == 200
+    with secured.client() as anonymous:
+        assert anonymous.get(f"/polled/{workload_id}").status_code == 401
+    with secured.client("wrong") as wrong:
+        assert wrong.get(f"/polled/{workload_id}").status_code == 403

@@ -413,3 +413,14 @@ def test_undeploy_cancels_queue(client: Client, gateway: Gateway, http: httpx.Cl
     assert http.get("/gone").status_code == 404
     statuses = {http.get(f"/gone/{i}").json()["status"] for i in ids}
     assert "cancelled" in statuses and statuses <= {"cancelled", "completed"}
+
+
+def test_status_fast_path_matches_the_documented_route(http: httpx.Client, echo: str) -> None:
+    done = http.post(f"/{echo}", json={"same": True}, headers={"Prefer": "wait=20"}).json()
+    fast = http.get(f"/{echo}/{done['id']}")
+    # Prefer: wait=0 skips the fast path, so the FastAPI route answers the same request
+    routed = http.get(f"/{echo}/{done['id']}", headers={"Prefer": "wait=0"})
+    assert fast.status_code == routed.status_code == 200
+    assert fast.json() == routed.json() == done
+    assert fast.headers["content-type"] == "application/json"
+    assert http.get(f"/other/{done['id']}").status_code == 404  # not readable via another API
