@@ -26,7 +26,8 @@ test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m bench.run --markdown docs/benchmarks-latest.md --json bench/results/latest.json
+	mkdir -p bench/results
+	$(PY) -m bench.run -n 5000 --markdown docs/benchmarks-latest.md --json bench/results/latest.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
