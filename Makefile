@@ -26,6 +26,7 @@ test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	mkdir -p bench/results
 	$(PY) -m bench.run -n 5000 --markdown docs/benchmarks-latest.md --json bench/results/latest.json
 
