@@ -61,7 +61,11 @@ class APIState:
         return len(self.queue) + len(self.running)
 
     def recommend_workers(self) -> int:
-        """Replicas for the present load; the autoscaler smooths this over its window."""
+        """Replicas for the load right now: ceil(in-flight / target_in_flight), clamped.
+
+        The deploy options' window, tolerances, factors and stabilization periods are
+        validated but not acted on yet: no autoscaler changes the cluster size so far.
+        """
         raw = math.ceil(self.in_flight / self.options.effective_target_in_flight)
         return max(self.options.min_replicas, min(self.options.max_replicas, raw))
 

@@ -144,9 +144,11 @@ class Dispatcher:
             return
         options = state.options
         slots = state.workers * options.max_concurrency
-        # One chunk more per slot waits on the worker (behind its concurrency gate), so a slot
-        # starts its next chunk without a round trip through the gateway.
-        in_flight_limit = slots * (1 + self.engine.settings.prefetch)
+        # Under a backlog, one chunk more per slot waits on the worker (behind its concurrency
+        # gate), so a slot starts its next chunk without a round trip through the gateway. A
+        # short queue is not prefetched: a higher priority arriving next must still go first.
+        backlog = len(state.queue) >= 2 * slots
+        in_flight_limit = slots * (1 + (self.engine.settings.prefetch if backlog else 0))
         free = in_flight_limit - state.chunks_in_flight
         if free <= 0:
             return
@@ -182,16 +184,13 @@ class Dispatcher:
         key = f"asyncnb-{state.name}-{uuid.uuid4().hex}"
         worker = self._least_loaded_worker(state)
         items = [{"id": w.id, "content_type": w.content_type, "body": w.body} for w in workloads]
-        future = self.client.submit(
-            runtime.run_chunk,
-            self.engine.worker_spec(state),
-            items,
-            key=key,
-            resources=state.options.dask_resources() or None,
-            workers=[worker] if worker else None,
-            allow_other_workers=True,  # if that worker dies, Dask runs the chunk elsewhere
-            pure=False,
-        )
+        try:
+            future = self._submit_chunk(state, items, key, worker)
+        except Exception:
+            logger.exception("could not hand a chunk of %s to Dask; requeued", state.name)
+            for workload in workloads:
+                state.queue.push(workload)
+            return
         chunk = Chunk(key, workloads, future, worker)
         if worker:
             self._chunks_on[worker] = self._chunks_on.get(worker, 0) + 1
@@ -201,6 +200,20 @@ class Dispatcher:
             state.running[workload.id] = workload
         state.chunks_in_flight += 1
         self.engine.spawn(self._collect(state, chunk))
+
+    def _submit_chunk(
+        self, state: APIState, items: list[dict[str, Any]], key: str, worker: str | None
+    ) -> Any:
+        return self.client.submit(
+            runtime.run_chunk,
+            self.engine.worker_spec(state),
+            items,
+            key=key,
+            resources=state.options.dask_resources() or None,
+            workers=[worker] if worker else None,
+            allow_other_workers=True,  # if that worker dies, Dask runs the chunk elsewhere
+            pure=False,
+        )
 
     def cancel_if_abandoned(self, workload: Workload) -> None:
         """Cancel the Dask task of a chunk whose workloads were all cancelled."""
@@ -226,6 +239,10 @@ class Dispatcher:
     async def _chunk_failed(self, state: APIState, chunk: Chunk, exc: Exception) -> None:
         live = [w for w in chunk.workloads if not w.status.finished and w.chunk is chunk]
         if chunk.future.cancelled():
+            # We cancel only chunks whose workloads were all cancelled; anything left was
+            # cancelled by Dask (a lost scheduler connection): run it again.
+            for workload in live:
+                self.engine.requeue(state, workload)
             return
         from distributed.scheduler import KilledWorker
 
@@ -301,9 +318,10 @@ class Dispatcher:
                 workload.attempts += 1
                 workload.status = Status.IN_PROGRESS
                 workload.started_at = message.get("t") or time.time()
-                self.engine.metrics.queue_wait.labels(state.name).observe(
-                    workload.started_at - workload.created_at
-                )
+                if workload.attempts == 1:
+                    self.engine.metrics.queue_wait.labels(state.name).observe(
+                        workload.started_at - workload.created_at
+                    )
             elif kind == "progress":
                 workload.progress = {
                     "fraction": message.get("fraction"),

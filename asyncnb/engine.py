@@ -20,7 +20,7 @@ from .metrics import GatewayMetrics
 from .names import idempotent_workload_id, new_workload_id
 from .options import APIOptions
 from .storage import Storage
-from .store import WorkloadStore, open_store
+from .store import WorkloadStore, open_store, sweep_workload_folders
 from .webhooks import WebhookSender, generate_secret
 from .workload import Status, Workload
 
@@ -60,7 +60,6 @@ class EngineSettings:
     webhook_attempts: int = 6
     webhook_backoff_s: float = 1.0
     sweep_interval_s: float = 3600.0
-    max_worker_losses: int = 3
 
 
 class Engine:
@@ -132,11 +131,14 @@ class Engine:
         secret = options.webhook_secret or (existing.webhook_secret if existing else None)
         secret = secret or generate_secret()
         blob = pickle.dumps((predictor_blob, config))
+        created_at = existing.created_at if existing else None
+        spec = APIState(name, version, options, config, secret, created_at).spec_record()
         try:
             await self.io(
                 self.storage.write_bytes, self.storage.predictor_path(name, version), blob
             )
-        except OSError as exc:
+            await self.io(self.storage.write_json, self.storage.spec_path(name), spec)
+        except Exception as exc:
             raise Unavailable(f"storage is unavailable: {exc}") from exc
         if existing is None:
             state = APIState(name, version, options, config, secret)
@@ -147,14 +149,15 @@ class Engine:
             state.webhook_secret = secret
             state.updated_at = time.time()
         state.state, state.error = APIState.DEPLOYING, None
-        await self.io(self.storage.write_json, self.storage.spec_path(name), state.spec_record())
         self.dispatcher.warm(state)
         return state, secret
 
     async def undeploy(self, name: str) -> None:
         state = self.api(name)
-        for workload in list(state.running.values()) + state.queue.drain():
-            await self._finish(state, workload, Status.CANCELLED, error=None)
+        state.queue.drain()
+        # Every live workload of the API: queued, running, and waiting out a retry backoff.
+        leftovers = [w for w in self._live.values() if w.api == name]
+        await self.finish_many(state, [(w, Status.CANCELLED, None) for w in leftovers])
         self.apis.pop(name, None)
         await self.io(self.storage.delete_tree, self.storage.path("apis", name))
         await self.io(self.store.drop_queue, name)
@@ -180,28 +183,40 @@ class Engine:
         """The workload an idempotency key already created, if any."""
         pending = self._accepting.get(workload_id)
         if pending is not None:
-            return await asyncio.shield(pending)
+            try:
+                return await asyncio.shield(pending)
+            except Exception:
+                return None  # that request failed; this one may take the id
         return await self.get(api, workload_id)
+
+    def claim(self, workload_id: str) -> bool:
+        """Reserve an id while its request is read; False when another request holds it."""
+        if workload_id in self._accepting:
+            return False
+        self._accepting[workload_id] = asyncio.get_running_loop().create_future()
+        return True
+
+    def release(self, workload_id: str, exc: BaseException) -> None:
+        """Give up a claim whose request failed; waiting replays then go on without it."""
+        claim = self._accepting.pop(workload_id, None)
+        if claim is not None and not claim.done():
+            claim.set_exception(exc if isinstance(exc, Exception) else Unavailable(str(exc)))
+            claim.exception()  # retrieved here, so a claim nobody waited for logs nothing
 
     async def accept(self, state: APIState, workload: Workload) -> Workload:
         """Persist the queue entry, then queue it. Only after this may the gateway say 202."""
-        if workload.id in self._accepting or workload.id in self._live:
+        if workload.id not in self._accepting and not self.claim(workload.id):
             return await self.replay(state.name, workload.id) or workload
-        accepted: asyncio.Future[Workload] = asyncio.get_running_loop().create_future()
-        self._accepting[workload.id] = accepted
         try:
             await self.io(self.store.accept, workload)
         except Exception as exc:
-            accepted.set_exception(Unavailable(f"storage is unavailable: {exc}"))
-            accepted.exception()  # retrieved here so a lone submit does not log it as lost
             raise Unavailable(f"storage is unavailable: {exc}") from exc
-        finally:
-            self._accepting.pop(workload.id, None)
         workload.body = workload.body if not workload.payload_stored else None
         self._live[workload.id] = workload
         state.queue.push(workload)
         state.counts["submitted"] += 1
-        accepted.set_result(workload)
+        claim = self._accepting.pop(workload.id)
+        claim.set_result(workload)
         self.dispatcher.wake()
         return workload
 
@@ -288,6 +303,7 @@ class Engine:
         now = time.time()
         webhook_default = state.options.webhook_url
         writes: list[tuple[Workload, Status, dict[str, Any], str | None]] = []
+        before = {w.id: (w.finished_at, w.error, w.expires_at, w.webhook) for w, _, _ in endings}
         for workload, status, error in endings:
             if workload.status.finished:
                 continue
@@ -308,6 +324,10 @@ class Engine:
             )
         except Exception:
             logger.exception("could not persist %d final records of %s", len(writes), state.name)
+            for workload, _, _, _ in writes:
+                (workload.finished_at, workload.error, workload.expires_at, workload.webhook) = (
+                    before[workload.id]
+                )
             raise
         for workload, status, _, url in writes:
             workload.status = status
@@ -378,6 +398,7 @@ class Engine:
             for workload in sorted(recovered, key=lambda w: w.created_at):
                 self._live[workload.id] = workload
                 state.queue.push(workload)
+            state.counts["submitted"] += len(recovered)
             if recovered:
                 logger.info("recovered %d queued workloads of %s", len(recovered), name)
             await self._recover_outbox(state)
@@ -386,19 +407,21 @@ class Engine:
     async def _recover_outbox(self, state: APIState) -> None:
         for workload_id, url in await self.io(self.store.owed_webhooks, state.name):
             workload = await self.get(state.name, workload_id)
-            if workload is not None:
+            # An outbox entry of an unfinished workload is left from a crash just before its
+            # final record was written; finishing it will owe the webhook again.
+            if workload is not None and workload.status.finished:
                 self.spawn(self._deliver(state, workload, url))
 
     async def _sweep_forever(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
-                await self.io(self.sweep_expired)
+                await self.sweep_expired()
             except Exception:
                 logger.exception("expiry sweep failed")
 
-    def sweep_expired(self) -> int:
-        """Delete finished workloads past their result_ttl; returns how many went."""
+    async def sweep_expired(self) -> int:
+        """Delete finished workloads past their result_ttl; returns how many records went."""
 
         def ttl_of(api: str) -> float:
             state = self.apis.get(api)
@@ -409,4 +432,7 @@ class Engine:
             w.id for w in self._finished.values() if w.expires_at and w.expires_at < now
         ]:
             self._finished.pop(workload_id, None)
-        return self.store.sweep(ttl_of)
+        removed = await self.io(self.store.sweep)
+        # Listing per-workload folders can take long: off the event loop, whatever the storage.
+        live = set(self._live)
+        return removed + await asyncio.to_thread(sweep_workload_folders, self.storage, ttl_of, live)

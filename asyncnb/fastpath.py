@@ -59,6 +59,8 @@ class StatusFastPath:
 def _authorized(settings: Any, headers: dict[bytes, bytes]) -> bool:
     if settings.token is None:
         return True
-    given = headers.get(b"authorization", b"").partition(b" ")[2].strip()
+    scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
     allowed = [t for t in (settings.token, settings.effective_admin_token) if t]
-    return any(secrets.compare_digest(given, t.encode()) for t in allowed)
+    return any(secrets.compare_digest(given.strip(), t.encode()) for t in allowed)

@@ -78,13 +78,20 @@ def _check_token(request: Request, expected: str | None) -> None:
         raise HTTPError(403, "invalid token")
 
 
+def bearer_matches(header: str, token: str) -> bool:
+    """`Authorization: Bearer <token>`, compared in constant time."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
 async def require_user(request: Request) -> None:
     settings: GatewaySettings = request.app.state.settings
     if settings.token is None:
         return
     admin = settings.effective_admin_token
-    header = request.headers.get("authorization", "")
-    if admin and secrets.compare_digest(header.partition(" ")[2].strip().encode(), admin.encode()):
+    if admin and bearer_matches(request.headers.get("authorization", ""), admin):
         return
     _check_token(request, settings.token)
 
@@ -102,10 +109,11 @@ async def require_admin(request: Request) -> None:
     _check_token(request, request.app.state.settings.effective_admin_token)
 
 
-def _valid_api(name: str) -> str:
+def _valid_api(name: str, *, deploying: bool = False) -> str:
+    """Deploying a bad name is a bad request; addressing one finds no API (404)."""
     problem = api_name_problem(name)
     if problem:
-        raise HTTPError(404 if len(name) > 63 or "reserved" not in problem else 400, problem)
+        raise HTTPError(400 if deploying else 404, problem)
     return name
 
 
@@ -181,7 +189,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(StatusFastPath)
     _install_error_handlers(app)
-    _add_admin_routes(app)
+    _add_admin_routes(app, settings)
     _add_workload_routes(app)
     return app
 
@@ -219,7 +227,7 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _add_admin_routes(app: FastAPI) -> None:
+def _add_admin_routes(app: FastAPI, settings: GatewaySettings) -> None:
     @app.get("/healthz", tags=["gateway"])
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
@@ -245,9 +253,18 @@ def _add_admin_routes(app: FastAPI) -> None:
         base = _base_url(request)
         return {"apis": [s.public(base) for s in _engine(request).apis.values()]}
 
-    @app.put("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
+    async def deploy_size_limit(request: Request) -> None:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_deploy_bytes:
+            raise HTTPError(413, f"deploy body is larger than {settings.max_deploy_bytes} bytes")
+
+    @app.put(
+        "/apis/{api}",
+        tags=["apis"],
+        dependencies=[Depends(require_admin), Depends(deploy_size_limit)],
+    )
     async def deploy(api: str, body: DeployRequest, request: Request) -> JSONResponse:
-        _valid_api(api)
+        _valid_api(api, deploying=True)
         try:
             options = APIOptions.model_validate(body.options)
         except ValidationError as exc:
@@ -297,8 +314,10 @@ def _add_workload_routes(app: FastAPI) -> None:
             raise HTTPError(413, f"payload is larger than max_payload_bytes={max_bytes}")
         content_type = request.headers.get("content-type") or "application/octet-stream"
         workload_id = engine.new_id(api, key)
-        if key is not None:
-            existing = await engine.replay(api, workload_id)
+        # The id is claimed while the body streams in, so a concurrent replay of the same
+        # Idempotency-Key waits for this request instead of writing the same payload path.
+        while True:
+            existing = await engine.replay(api, workload_id) if key is not None else None
             if existing is not None:
                 return _workload_response(
                     existing,
@@ -306,28 +325,34 @@ def _add_workload_routes(app: FastAPI) -> None:
                     Location=f"/{api}/{existing.id}",
                     **{"Idempotent-Replayed": "true"},
                 )
-        body: Body = await read_body(
-            request.stream(),
-            storage=engine.storage,
-            path=engine.storage.payload_path(api, workload_id),
-            inline_limit=engine.settings.inline_payload_bytes,
-            max_bytes=max_bytes,
-        )
-        if body.data is not None:
-            check_payload(body.data, content_type)
-        workload = Workload(
-            workload_id,
-            api,
-            created_at=time.time(),
-            content_type=content_type,
-            priority=priority,
-            body=body.data,
-            payload_stored=body.stored,
-            size=body.size,
-            webhook_url=webhook_url,
-            idempotency_key=key,
-        )
-        workload = await engine.accept(state, workload)
+            if engine.claim(workload_id):
+                break
+        try:
+            body: Body = await read_body(
+                request.stream(),
+                storage=engine.storage,
+                path=engine.storage.payload_path(api, workload_id),
+                inline_limit=engine.settings.inline_payload_bytes,
+                max_bytes=max_bytes,
+            )
+            if body.data is not None:
+                check_payload(body.data, content_type)
+            workload = Workload(
+                workload_id,
+                api,
+                created_at=time.time(),
+                content_type=content_type,
+                priority=priority,
+                body=body.data,
+                payload_stored=body.stored,
+                size=body.size,
+                webhook_url=webhook_url,
+                idempotency_key=key,
+            )
+            workload = await engine.accept(state, workload)
+        except BaseException as exc:
+            engine.release(workload_id, exc)
+            raise
         wait = _prefer_wait(request)
         headers = {"Location": f"/{api}/{workload.id}"}
         if wait:

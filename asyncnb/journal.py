@@ -21,12 +21,11 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .storage import Storage
-from .store import Ending, delete_stored_payload, sweep_workload_folders
+from .store import Ending, delete_stored_payload
 from .workload import Workload
 
 logger = logging.getLogger("asyncnb.journal")
@@ -112,9 +111,14 @@ class JournalStore:
         assert journal.writer is not None
         offset = segment.size
         record = _HEADER.pack(kind, workload_id.encode("ascii"), len(data)) + data
-        written = os.write(journal.writer, record)
-        while written < len(record):  # a signal can interrupt a large write part-way
-            written += os.write(journal.writer, record[written:])
+        try:
+            written = os.write(journal.writer, record)
+            while written < len(record):  # a signal can interrupt a large write part-way
+                written += os.write(journal.writer, record[written:])
+        except OSError:
+            # Disk full or similar: cut the partial record so the next one starts on a boundary.
+            os.ftruncate(journal.writer, segment.size)
+            raise
         if self.fsync:
             os.fsync(journal.writer)
         segment.size += len(record)
@@ -236,7 +240,8 @@ class JournalStore:
             os.truncate(segment.path, offset)
         segment.size = offset
 
-    def sweep(self, ttl_of: Callable[[str], float]) -> int:
+    def sweep(self) -> int:
+        """Delete segments with no unfinished workload whose final records all expired."""
         now, removed = time.time(), 0
         for api, journal in self._apis.items():
             for number, segment in list(journal.segments.items()):
@@ -249,7 +254,7 @@ class JournalStore:
                 os.remove(segment.path)
                 del journal.segments[number]
                 removed += 1
-        return removed + sweep_workload_folders(self.storage, ttl_of, self._accepted_in)
+        return removed
 
     def _forget_finals_in(self, api: str, segment: _Segment) -> None:
         stale = [

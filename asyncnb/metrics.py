@@ -30,7 +30,9 @@ class _APICollector(Collector):
                 "asyncnb_workers", "Dask workers able to run the API", labels=["api"]
             ),
             "desired_workers": GaugeMetricFamily(
-                "asyncnb_desired_workers", "Workers the autoscaler recommends", labels=["api"]
+                "asyncnb_desired_workers",
+                "Workers recommended for the present load",
+                labels=["api"],
             ),
         }
         counters = {

@@ -16,7 +16,7 @@ class APIOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gpu: float = Field(0, ge=0, le=64, description="GPUs per workload (Dask resource 'GPU')")
+    gpu: float = Field(0, ge=0, le=64, description="GPUs per task (Dask resource 'GPU')")
     cpu: float | None = Field(None, gt=0, le=1024, description="Dask resource 'CPU' per task")
     mem: int | None = Field(None, gt=0, description="Dask resource 'MEMORY' in bytes ('4GiB' ok)")
     max_concurrency: int = Field(1, ge=1, le=1000, description="workloads at once per worker")

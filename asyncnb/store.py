@@ -36,7 +36,7 @@ class WorkloadStore(Protocol):
 
     def drop_queue(self, api: str) -> None: ...
 
-    def sweep(self, ttl_of: Callable[[str], float]) -> int: ...
+    def sweep(self) -> int: ...
 
     def close(self) -> None: ...
 
@@ -127,8 +127,8 @@ class ObjectStore:
     def drop_queue(self, api: str) -> None:
         self.storage.delete_tree(self.storage.path("queue", api))
 
-    def sweep(self, ttl_of: Callable[[str], float]) -> int:
-        return sweep_workload_folders(self.storage, ttl_of, ())
+    def sweep(self) -> int:
+        return 0  # final records live in the per-workload folders: sweep_workload_folders
 
     def close(self) -> None:
         pass

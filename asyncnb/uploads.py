@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
-from .engine import EngineError
+from .engine import EngineError, Unavailable
 from .storage import Storage
+
+logger = logging.getLogger("asyncnb.uploads")
 
 
 class PayloadTooLarge(EngineError):
@@ -74,10 +78,25 @@ async def _stream_rest(
                 if size > max_bytes:
                     raise PayloadTooLarge(f"payload is larger than max_payload_bytes={max_bytes}")
                 await run(sink.write, chunk)
-    except BaseException:
-        await run(storage.delete, path)
+    except PayloadTooLarge:
+        await _remove_partial(run, storage, path)
         raise
+    except asyncio.CancelledError:
+        await _remove_partial(run, storage, path)
+        raise
+    except Exception as exc:
+        await _remove_partial(run, storage, path)
+        if isinstance(exc, EngineError):
+            raise
+        raise Unavailable(f"storage is unavailable: {exc}") from exc
     return Body(None, size)
+
+
+async def _remove_partial(run: Any, storage: Storage, path: str) -> None:
+    try:
+        await run(storage.delete, path)
+    except Exception:
+        logger.warning("could not remove the partial payload %s", path)
 
 
 def check_payload(data: bytes, content_type: str) -> None:

@@ -37,7 +37,7 @@ def parse_iso(value: str | None) -> float | None:
 
 
 class Workload:
-    """Slots keep a queued small workload well under 2 KB of gateway memory."""
+    """Slots keep the record small; an inline body (up to the inline limit) comes on top."""
 
     __slots__ = (
         "api",

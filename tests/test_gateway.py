@@ -291,7 +291,13 @@ def test_bad_input_gets_clear_4xx(http: httpx.Client, echo: str) -> None:
             422,
             "link-local",
         ),
-        (http.put("/apis/Bad_Name", json={"predictor": "eA=="}), 404, "invalid API name"),
+        (http.put("/apis/Bad_Name", json={"predictor": "eA=="}), 400, "invalid API name"),
+        (
+            http.put("/apis/my-reserved", json={"predictor": "eA==", "options": {"gpu": -1}}),
+            422,
+            "gpu",
+        ),
+        (http.post("/Bad_Name", json={}), 404, "invalid API name"),
         (http.put("/apis/metrics", json={"predictor": "eA=="}), 400, "reserved"),
         (
             http.put("/apis/okname", json={"predictor": "eA==", "options": {"max_concurrency": 0}}),

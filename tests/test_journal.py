@@ -109,7 +109,7 @@ def test_sweep_deletes_expired_finished_segments(tmp_path: Path) -> None:
     store.finish("api", [(old, final(old, expires_in=-1), None)])
     store.accept(workload(3))  # moves writing on to a fresh segment
     segments_before = len(list((tmp_path / "journal" / "api").glob("*.log")))
-    removed = store.sweep(lambda api: 3600)
+    removed = store.sweep()
     assert removed >= 1
     assert len(list((tmp_path / "journal" / "api").glob("*.log"))) < segments_before
     assert store.final_record("api", old.id) is None
