@@ -25,6 +25,7 @@ from . import __version__
 from .cluster import start_dask, stop_dask
 from .engine import Conflict, Engine, EngineError, EngineSettings, NotFound, Unavailable
 from .fastpath import StatusFastPath
+from .limits import DeployBodyLimit
 from .names import api_name_problem, is_workload_id
 from .options import APIOptions
 from .settings import GatewaySettings
@@ -188,8 +189,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(StatusFastPath)
+    app.add_middleware(DeployBodyLimit, max_bytes=settings.max_deploy_bytes)
     _install_error_handlers(app)
-    _add_admin_routes(app, settings)
+    _add_admin_routes(app)
     _add_workload_routes(app)
     return app
 
@@ -227,7 +229,7 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _add_admin_routes(app: FastAPI, settings: GatewaySettings) -> None:
+def _add_admin_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["gateway"])
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
@@ -253,16 +255,7 @@ def _add_admin_routes(app: FastAPI, settings: GatewaySettings) -> None:
         base = _base_url(request)
         return {"apis": [s.public(base) for s in _engine(request).apis.values()]}
 
-    async def deploy_size_limit(request: Request) -> None:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > settings.max_deploy_bytes:
-            raise HTTPError(413, f"deploy body is larger than {settings.max_deploy_bytes} bytes")
-
-    @app.put(
-        "/apis/{api}",
-        tags=["apis"],
-        dependencies=[Depends(require_admin), Depends(deploy_size_limit)],
-    )
+    @app.put("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
     async def deploy(api: str, body: DeployRequest, request: Request) -> JSONResponse:
         _valid_api(api, deploying=True)
         try:

@@ -430,3 +430,40 @@ def test_status_fast_path_matches_the_documented_route(http: httpx.Client, echo:
     assert fast.json() == routed.json() == done
     assert fast.headers["content-type"] == "application/json"
     assert http.get(f"/other/{done['id']}").status_code == 404  # not readable via another API
+
+
+def test_concurrent_replays_of_one_key_make_one_workload(
+    client: Client, gateway: Gateway, http: httpx.Client
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client.deploy(predictors.Raw, "idem")
+    gateway.wait_ready("idem")
+    body = b"z" * (2 * 1024 * 1024)  # streamed to storage: replays must not share the file
+
+    def send(_: int) -> httpx.Response:
+        with gateway.client() as own:
+            return own.post("/idem", content=body, headers={"Idempotency-Key": "same"})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(send, range(8)))
+    assert {r.status_code for r in responses} <= {200, 202}
+    assert len({r.json()["id"] for r in responses}) == 1
+    info = poll(http, "idem", responses[0].json()["id"])
+    assert info["status"] == "completed"
+    assert http.get(f"/idem/{info['id']}/result").content == body[::-1]
+    assert http.get("/idem").json()["submitted"] == 1
+
+
+def test_deploy_body_size_is_limited(gateway: Gateway) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(gateway.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(
+            b"PUT /apis/huge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nContent-Length: 1000000000000\r\n\r\n{"
+        )
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413") and "deploy body is larger" in answer
