@@ -30,6 +30,7 @@ __all__ = [
     "api",
     "deploy",
     "report_progress",
+    "start_gateway",
 ]
 
 
@@ -41,10 +42,27 @@ def deploy(cls: type, name: str, config: dict[str, Any] | None = None, **options
 
 
 def api(name: str) -> Any:
-    """The handle of an already deployed API."""
-    from .client import Client
+    """The handle of an API: one deployed from this process, else one on ASYNCNB_GATEWAY."""
+    from .client import Client, handles
 
+    found = handles.get(name)
+    if found is not None:
+        return found
     return Client().api(name)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext asyncnb`: registers the `%%async_api` magics."""
+    from .magics import AsyncAPIMagics
+
+    ipython.register_magics(AsyncAPIMagics)
+
+
+def start_gateway(**settings: Any) -> Any:
+    """Start the embedded gateway with settings (workers, worker_resources, storage, port)."""
+    from .embedded import start_gateway as start
+
+    return start(**settings)
 
 
 def __getattr__(name: str) -> Any:

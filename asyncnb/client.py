@@ -29,6 +29,10 @@ from .predictor import check_predictor_class, decode_payload
 
 _LONG_POLL_S = 20.0
 
+# name → handle of every API deployed from this process, so `asyncnb.api(name)` finds it on
+# the gateway it was deployed to
+handles: dict[str, AsyncAPI] = {}
+
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, GatewayUnreachable) or (
@@ -141,8 +145,11 @@ class Client:
             if exc.status_code in (400, 404, 422):
                 raise UsageError(_explain(exc.detail)) from None
             raise
-        api = AsyncAPI(self, name)
+        api = handles.get(name)
+        if api is None or api.client.url != self.url:
+            api = AsyncAPI(self, name)
         api.webhook_secret = info.get("webhook_secret")
+        handles[name] = api
         return api
 
     def api(self, name: str) -> AsyncAPI:
@@ -155,6 +162,16 @@ class Client:
 
     def undeploy(self, name: str) -> None:
         self.request("DELETE", f"/apis/{name}")
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel, where widgets can be displayed."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _explain(detail: Any) -> str:
@@ -173,6 +190,22 @@ class AsyncAPI:
         self.client = client
         self.name = name
         self.webhook_secret: str | None = None
+        self._dashboard: Any = None
+
+    def dashboard(self, interval: float = 1.0) -> Any:
+        """The live ipywidgets dashboard of this API (cached: one per handle)."""
+        from .widgets import APIDashboard
+
+        if self._dashboard is None or self._dashboard.comm is None:
+            self._dashboard = APIDashboard(self, interval=interval)
+        return self._dashboard
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {}
+        if _in_kernel():
+            bundle.update(self.dashboard()._repr_mimebundle_(include=include, exclude=exclude))
+        bundle["text/plain"] = repr(self)
+        return bundle
 
     @property
     def url(self) -> str:
@@ -234,6 +267,20 @@ class AsyncAPI:
                 submitted.append(self.submit(payload))
                 bar.update()
         return submitted
+
+    def gather(
+        self, workloads: Iterable[Workload], timeout: float | None = None, progress: bool = True
+    ) -> list[Any]:
+        """Results of `workloads` in order, with a progress bar of finished ones."""
+        from tqdm.auto import tqdm
+
+        items = list(workloads)
+        results = []
+        with tqdm(total=len(items), desc=f"finished {self.name}", disable=not progress) as bar:
+            for workload in items:
+                results.append(workload.result(timeout=timeout))
+                bar.update()
+        return results
 
     def workloads(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
