@@ -130,7 +130,14 @@ def _is_loopback(host: str) -> bool:
     type=int,
     default=1,
     show_default=True,
-    help="chunks waiting on each worker slot beyond the running one",
+    help="chunks waiting on each worker slot beyond the running one, under a backlog",
+)
+@click.option(
+    "--max-deploy-bytes",
+    type=int,
+    default=512 * 1024 * 1024,
+    show_default=True,
+    help="largest PUT /apis/{api} body",
 )
 @click.option("--log-level", default="warning", show_default=True)
 @_fail_cleanly
@@ -164,6 +171,7 @@ def serve(**kw: Any) -> None:
         webhook_backoff_s=kw["webhook_backoff"],
         max_chunk=kw["max_chunk"],
         prefetch=kw["prefetch"],
+        max_deploy_bytes=kw["max_deploy_bytes"],
     )
 
     def ready(url: str) -> None:

@@ -255,7 +255,7 @@ class Dispatcher:
         ]
         for workload in live:
             workload.chunk = None
-        await self.engine.finish_many(state, endings)
+        await self._finish_or_requeue(state, endings)
 
     async def _apply(self, state: APIState, chunk: Chunk, outcomes: list[dict[str, Any]]) -> None:
         by_id = {w.id: w for w in chunk.workloads}
@@ -269,11 +269,11 @@ class Dispatcher:
             if workload.attempts == 0:
                 workload.attempts = 1
             workload.started_at = workload.started_at or outcome.get("started_at")
-            workload.finished_at = outcome.get("finished_at")
             if outcome.get("init_failed"):
                 init_failed = outcome["error"]
                 self.engine.requeue(state, workload)
             elif outcome["ok"]:
+                workload.finished_at = outcome.get("finished_at")
                 workload.result_content_type = outcome["content_type"]
                 workload.result_size = outcome["size"]
                 workload.result_data = outcome.get("data")
@@ -283,10 +283,23 @@ class Dispatcher:
             elif workload.attempts <= state.options.max_retries:
                 self._retry_later(state, workload)
             else:
+                workload.finished_at = outcome.get("finished_at")
                 endings.append((workload, Status.FAILED, outcome["error"]))
         if init_failed is not None and state.state != APIState.ERROR:
             state.state, state.error = APIState.ERROR, init_failed
-        await self.engine.finish_many(state, endings)
+        await self._finish_or_requeue(state, endings)
+
+    async def _finish_or_requeue(
+        self, state: APIState, endings: list[tuple[Workload, Status, dict[str, Any] | None]]
+    ) -> None:
+        """Outcomes that cannot be persisted are not lost: their workloads run again."""
+        try:
+            await self.engine.finish_many(state, endings)
+        except Exception:
+            logger.exception("requeueing %d workloads of %s", len(endings), state.name)
+            for workload, _, _ in endings:
+                if not workload.status.finished:
+                    self.engine.requeue(state, workload)
 
     def _retry_later(self, state: APIState, workload: Workload) -> None:
         delay = state.options.retry_backoff_s * 2 ** max(0, workload.attempts - 1)

@@ -154,12 +154,23 @@ class Engine:
 
     async def undeploy(self, name: str) -> None:
         state = self.api(name)
-        state.queue.drain()
+        try:
+            # The spec goes first: if it cannot, nothing changed and the API keeps serving.
+            await self.io(self.storage.delete_tree, self.storage.path("apis", name))
+        except Exception as exc:
+            raise Unavailable(f"storage is unavailable: {exc}") from exc
+        self.apis.pop(name, None)
         # Every live workload of the API: queued, running, and waiting out a retry backoff.
         leftovers = [w for w in self._live.values() if w.api == name]
-        await self.finish_many(state, [(w, Status.CANCELLED, None) for w in leftovers])
-        self.apis.pop(name, None)
-        await self.io(self.storage.delete_tree, self.storage.path("apis", name))
+        state.queue.drain()
+        try:
+            await self.finish_many(state, [(w, Status.CANCELLED, None) for w in leftovers])
+        except Exception as exc:
+            # Their queue entries stay durable: a restart of the gateway cancels them for good.
+            raise Unavailable(f"storage is unavailable: {exc}") from exc
+        finally:
+            for workload in leftovers:
+                self.dispatcher.cancel_if_abandoned(workload)
         await self.io(self.store.drop_queue, name)
 
     def worker_spec(self, state: APIState) -> dict[str, Any]:

@@ -345,6 +345,11 @@ def _add_workload_routes(app: FastAPI) -> None:
             workload = await engine.accept(state, workload)
         except BaseException as exc:
             engine.release(workload_id, exc)
+            if isinstance(exc, Unavailable) and "body" in locals() and body.stored:
+                # The queue entry never landed: the streamed payload belongs to nothing.
+                await engine.io(
+                    engine.storage.delete, engine.storage.payload_path(api, workload_id)
+                )
             raise
         wait = _prefer_wait(request)
         headers = {"Location": f"/{api}/{workload.id}"}

@@ -42,7 +42,9 @@ class _APICollector(Collector):
             for status in ("completed", "failed", "cancelled")
         }
         submitted = CounterMetricFamily(
-            "asyncnb_workloads_submitted", "Workloads accepted with 202", labels=["api"]
+            "asyncnb_workloads_submitted",
+            "Workloads accepted (and recovered after a restart)",
+            labels=["api"],
         )
         for row in self._snapshot():
             for key, gauge in gauges.items():

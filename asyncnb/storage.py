@@ -179,6 +179,12 @@ class Storage:
         with self.fs.open(path, "wb") as f:
             yield f
 
+    def open_binary_writer(self, path: str) -> IO[bytes]:
+        """A file to stream into; the caller closes it."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return self.fs.open(path, "wb")
+
     def open_read(self, path: str) -> IO[bytes]:
         return self.fs.open(path, "rb")
 

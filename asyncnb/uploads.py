@@ -70,7 +70,9 @@ async def _stream_rest(
         return func(*args)  # type: ignore[operator]
 
     try:
-        with storage.open_write(path) as sink:
+        # Opening and closing may talk to an object store (the last part uploads on close).
+        sink: Any = await run(storage.open_binary_writer, path)
+        try:
             await run(sink.write, b"".join(buffered))
             buffered.clear()
             async for chunk in chunks:
@@ -78,6 +80,8 @@ async def _stream_rest(
                 if size > max_bytes:
                     raise PayloadTooLarge(f"payload is larger than max_payload_bytes={max_bytes}")
                 await run(sink.write, chunk)
+        finally:
+            await run(sink.close)
     except PayloadTooLarge:
         await _remove_partial(run, storage, path)
         raise

@@ -234,8 +234,9 @@ def test_cancel_queued_and_running(client: Client, gateway: Gateway, http: httpx
 def test_priority_runs_higher_first(client: Client, gateway: Gateway, http: httpx.Client) -> None:
     client.deploy(predictors.Sleepy, "prio", max_concurrency=1)
     gateway.wait_ready("prio")
-    # occupy both workers, then queue low before high
-    blockers = [http.post("/prio", json={"sleep": 1.0}).json()["id"] for _ in range(2)]
+    # occupy both workers (one much longer), then queue low before high: the slot that
+    # frees first must take high, and low can only follow it
+    blockers = [http.post("/prio", json={"sleep": s}).json()["id"] for s in (1.0, 4.0)]
     time.sleep(0.3)
     low = http.post("/prio", json={"name": "low"}, headers={"X-Priority": "-5"}).json()["id"]
     high = http.post("/prio", json={"name": "high"}, headers={"X-Priority": "10"}).json()["id"]
