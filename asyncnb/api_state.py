@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import time
+from collections import deque
 from typing import Any
 
+from .autoscaler import Autoscaler
 from .options import APIOptions
 from .queue import WorkloadQueue
 from .workload import Workload, isoformat
@@ -38,9 +39,11 @@ class APIState:
         self.running: dict[str, Workload] = {}
         self.chunks_in_flight = 0
         self.workers = 0
-        self.desired_workers = options.min_replicas
         self.counts = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0}
-        self.warm_future: Any = None
+        self.blocked: str | None = None  # why no worker can run it, when none can
+        self.scaling_events: deque[dict[str, Any]] = deque(maxlen=20)
+        self.scaling_event_count = 0
+        self.reset_autoscaler()
 
     def spec_record(self) -> dict[str, Any]:
         return {
@@ -60,14 +63,22 @@ class APIState:
     def in_flight(self) -> int:
         return len(self.queue) + len(self.running)
 
-    def recommend_workers(self) -> int:
-        """Replicas for the load right now: ceil(in-flight / target_in_flight), clamped.
+    def reset_autoscaler(self) -> None:
+        self.autoscaler = Autoscaler(self.options, time.time())
+        initial = self.options.init_replicas
+        self.desired_workers = self.options.min_replicas if initial is None else initial
 
-        The deploy options' window, tolerances, factors and stabilization periods are
-        validated but not acted on yet: no autoscaler changes the cluster size so far.
-        """
-        raw = math.ceil(self.in_flight / self.options.effective_target_in_flight)
-        return max(self.options.min_replicas, min(self.options.max_replicas, raw))
+    def record_scaling(self, now: float, before: int, after: int, reason: str) -> None:
+        self.scaling_events.append(
+            {"time": isoformat(now), "from": before, "to": after, "reason": reason}
+        )
+        self.scaling_event_count += 1
+
+    @property
+    def shown_state(self) -> str:
+        if self.blocked and self.state != self.ERROR:
+            return "waiting_for_resources"
+        return self.state
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -76,6 +87,7 @@ class APIState:
             "in_progress": self.in_progress,
             "workers": self.workers,
             "desired_workers": self.desired_workers,
+            "scaling_events": self.scaling_event_count,
             **self.counts,
         }
 
@@ -83,7 +95,7 @@ class APIState:
         view: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
-            "state": self.state,
+            "state": self.shown_state,
             "endpoint": f"{base_url}/{self.name}",
             "queue_depth": len(self.queue),
             "in_progress": self.in_progress,
@@ -95,8 +107,11 @@ class APIState:
             "desired_workers": self.desired_workers,
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
+            "scaling_events": list(self.scaling_events)[-10:],
             "options": {**self.options.public(), "webhook_secret": "***"},
         }
         if self.error is not None:
             view["error"] = self.error
+        if self.blocked and self.state != self.ERROR:
+            view["waiting_for"] = self.blocked
         return view

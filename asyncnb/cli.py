@@ -139,6 +139,25 @@ def _is_loopback(host: str) -> bool:
     show_default=True,
     help="largest PUT /apis/{api} body",
 )
+@click.option(
+    "--autoscale-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds between autoscaling decisions (>= 1)",
+)
+@click.option(
+    "--min-workers",
+    type=int,
+    default=None,
+    help="fewest workers autoscaling keeps (default: --workers; 0 for --cluster)",
+)
+@click.option(
+    "--max-workers",
+    type=int,
+    default=None,
+    help="most workers autoscaling starts (default: --workers; none for --cluster)",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @_fail_cleanly
 def serve(**kw: Any) -> None:
@@ -149,6 +168,8 @@ def serve(**kw: Any) -> None:
 
     if kw["scheduler"] and (kw["n_workers"] or kw["cluster"]):
         raise UsageError("--scheduler excludes --workers and --cluster")
+    if kw["autoscale_interval"] < 1:
+        raise UsageError("--autoscale-interval must be at least 1 second")
     if not _is_loopback(kw["host"]) and not kw["token"] and not kw["insecure"]:
         raise UsageError(
             f"refusing to listen on {kw['host']} without --token; pass --insecure to insist"
@@ -172,6 +193,9 @@ def serve(**kw: Any) -> None:
         max_chunk=kw["max_chunk"],
         prefetch=kw["prefetch"],
         max_deploy_bytes=kw["max_deploy_bytes"],
+        autoscale_interval_s=kw["autoscale_interval"],
+        min_workers=kw["min_workers"],
+        max_workers=kw["max_workers"],
     )
 
     def ready(url: str) -> None:

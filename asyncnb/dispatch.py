@@ -59,6 +59,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._worker_resources: dict[str, dict[str, float]] = {}
         self._chunks_on: dict[str, int] = {}  # worker address → our chunks running there
+        self._worker_names: dict[str, Any] = {}
+        self._warming = 0
         self._last_refresh = 0.0
         self._closing = False
 
@@ -81,10 +83,11 @@ class Dispatcher:
         except Exception as exc:
             logger.warning("cannot reach the Dask scheduler: %s", exc)
             return
+        workers = identity.get("workers", {})
         self._worker_resources = {
-            address: dict(w.get("resources") or {})
-            for address, w in identity.get("workers", {}).items()
+            address: dict(w.get("resources") or {}) for address, w in workers.items()
         }
+        self._worker_names = {address: w.get("name", address) for address, w in workers.items()}
         self._last_refresh = time.monotonic()
         for state in self.engine.apis.values():
             self.count_workers(state)
@@ -94,7 +97,16 @@ class Dispatcher:
         state.workers = sum(
             1 for offered in self._worker_resources.values() if _satisfies(offered, wanted)
         )
-        state.desired_workers = state.recommend_workers()
+
+    def worker_addresses(self) -> list[str]:
+        return list(self._worker_resources)
+
+    def worker_name(self, address: str) -> Any:
+        return self._worker_names.get(address, address)
+
+    def is_idle(self, address: str) -> bool:
+        """No chunk of ours runs or waits there (and no deploy warm-up is pending)."""
+        return not self._chunks_on.get(address) and not self._warming
 
     # deploy warm-up ----------------------------------------------------------------------
     def warm(self, state: APIState) -> None:
@@ -102,6 +114,13 @@ class Dispatcher:
         self.engine.spawn(self._warm(state, state.version))
 
     async def _warm(self, state: APIState, version: int) -> None:
+        self._warming += 1
+        try:
+            await self._warm_once(state, version)
+        finally:
+            self._warming -= 1
+
+    async def _warm_once(self, state: APIState, version: int) -> None:
         future = self.client.submit(
             runtime.warm,
             self.engine.worker_spec(state),

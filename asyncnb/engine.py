@@ -19,6 +19,7 @@ from .dispatch import Dispatcher
 from .metrics import GatewayMetrics
 from .names import idempotent_workload_id, new_workload_id
 from .options import APIOptions
+from .scaling import ClusterScaler
 from .storage import Storage
 from .store import WorkloadStore, open_store, sweep_workload_folders
 from .webhooks import WebhookSender, generate_secret
@@ -60,11 +61,18 @@ class EngineSettings:
     webhook_attempts: int = 6
     webhook_backoff_s: float = 1.0
     sweep_interval_s: float = 3600.0
+    autoscale_interval_s: float = 10.0
+    min_workers: int = 0
+    max_workers: int | None = None
 
 
 class Engine:
     def __init__(
-        self, storage: Storage, dask_client: Any, settings: EngineSettings | None = None
+        self,
+        storage: Storage,
+        dask_client: Any,
+        settings: EngineSettings | None = None,
+        cluster: Any | None = None,
     ) -> None:
         self.storage = storage
         self.store: WorkloadStore = open_store(storage)
@@ -72,6 +80,13 @@ class Engine:
         self.apis: dict[str, APIState] = {}
         self.metrics = GatewayMetrics(lambda: [a.snapshot() for a in self.apis.values()])
         self.dispatcher = Dispatcher(self, dask_client)
+        self.scaler = ClusterScaler(
+            self,
+            cluster,
+            interval=self.settings.autoscale_interval_s,
+            min_workers=self.settings.min_workers,
+            max_workers=self.settings.max_workers,
+        )
         self.webhooks = WebhookSender(
             self.settings.webhook_attempts, self.settings.webhook_backoff_s
         )
@@ -86,6 +101,7 @@ class Engine:
         await self._recover()
         await self.dispatcher.start()
         self.spawn(self._sweep_forever())
+        self.spawn(self.scaler.run())
 
     async def close(self) -> None:
         self._closed = True
@@ -148,6 +164,7 @@ class Engine:
             state.version, state.options, state.config = version, options, config
             state.webhook_secret = secret
             state.updated_at = time.time()
+            state.reset_autoscaler()
         state.state, state.error = APIState.DEPLOYING, None
         self.dispatcher.warm(state)
         return state, secret

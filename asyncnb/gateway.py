@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .cluster import start_dask, stop_dask
+from .cluster import start_dask, stop_dask, worker_bounds
 from .engine import Conflict, Engine, EngineError, EngineSettings, NotFound, Unavailable
 from .fastpath import StatusFastPath
 from .limits import DeployBodyLimit
@@ -167,7 +167,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 webhook_attempts=settings.webhook_attempts,
                 webhook_backoff_s=settings.webhook_backoff_s,
                 sweep_interval_s=settings.sweep_interval_s,
+                autoscale_interval_s=settings.autoscale_interval_s,
+                **worker_bounds(settings, cluster),
             ),
+            cluster=cluster,
         )
         await engine.start()
         app.state.engine = engine

@@ -41,6 +41,11 @@ class _APICollector(Collector):
             )
             for status in ("completed", "failed", "cancelled")
         }
+        scaling = CounterMetricFamily(
+            "asyncnb_scaling_events",
+            "Changes of the API's desired worker count",
+            labels=["api"],
+        )
         submitted = CounterMetricFamily(
             "asyncnb_workloads_submitted",
             "Workloads accepted (and recovered after a restart)",
@@ -52,9 +57,11 @@ class _APICollector(Collector):
             for status, counter in counters.items():
                 counter.add_metric([row["name"]], row[status])
             submitted.add_metric([row["name"]], row["submitted"])
+            scaling.add_metric([row["name"]], row["scaling_events"])
         yield from gauges.values()
         yield from counters.values()
         yield submitted
+        yield scaling
 
 
 class GatewayMetrics:

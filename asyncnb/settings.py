@@ -33,6 +33,9 @@ class GatewaySettings:
     webhook_backoff_s: float = 1.0
     sweep_interval_s: float = 3600.0
     max_deploy_bytes: int = 512 * 1024 * 1024
+    autoscale_interval_s: float = 10.0
+    min_workers: int | None = None  # default: the LocalCluster's size, or 0 for --cluster
+    max_workers: int | None = None  # default: the LocalCluster's size, unbounded for --cluster
 
     @property
     def effective_admin_token(self) -> str | None:
