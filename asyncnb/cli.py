@@ -198,6 +198,11 @@ def serve(**kw: Any) -> None:
         max_workers=kw["max_workers"],
     )
 
+    from .cluster import check_storage_reachable
+    from .storage import Storage
+
+    check_storage_reachable(settings, Storage(settings.storage, settings.storage_options))
+
     def ready(url: str) -> None:
         click.echo(f"asyncnb gateway ready at {url} (storage {settings.storage})", err=False)
         sys.stdout.flush()

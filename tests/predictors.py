@@ -116,3 +116,9 @@ class CountInits:
 
     def predict(self, payload: Any) -> Any:
         return os.getpid()
+
+
+class WhichGPU:
+    def predict(self, payload: Any) -> Any:
+        time.sleep(float(payload.get("sleep", 0)))
+        return {"device": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
