@@ -29,6 +29,8 @@ __all__ = [
     "__version__",
     "api",
     "deploy",
+    "deploy_notebook",
+    "record",
     "report_progress",
     "start_gateway",
 ]
@@ -39,6 +41,20 @@ def deploy(cls: type, name: str, config: dict[str, Any] | None = None, **options
     from .client import Client
 
     return Client().deploy(cls, name, config, **options)
+
+
+def deploy_notebook(path: Any, name: str, **options: Any) -> Any:
+    """Deploy a notebook file as API `name`: every workload runs it with papermill."""
+    from .client import Client
+
+    return Client().deploy_notebook(path, name, **options)
+
+
+def record(name: str, value: Any) -> None:
+    """Inside a notebook API: record `value` as part of the workload's result."""
+    from .notebook_api import record as record_value
+
+    record_value(name, value)
 
 
 def api(name: str) -> Any:

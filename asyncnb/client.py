@@ -152,6 +152,14 @@ class Client:
         handles[name] = api
         return api
 
+    def deploy_notebook(
+        self, path: str | Path, name: str, *, kernel_name: str | None = None, **options: Any
+    ) -> AsyncAPI:
+        """Deploy a whole notebook: each workload runs it with papermill (see notebook_api)."""
+        from .notebook_api import NotebookPredictor, notebook_config
+
+        return self.deploy(NotebookPredictor, name, notebook_config(path, kernel_name), **options)
+
     def api(self, name: str) -> AsyncAPI:
         api = AsyncAPI(self, name)
         api.status()
@@ -320,6 +328,13 @@ class Workload:
 
     def progress(self) -> dict[str, Any] | None:
         return self.info().get("progress")
+
+    def notebook(self, format: str = "ipynb") -> bytes:
+        """The executed notebook of a notebook API's workload (`format="html"` to render)."""
+        response = self.api.client.request(
+            "GET", f"/{self.api.name}/{self.id}/notebook", params={"format": format}
+        )
+        return response.content
 
     def cancel(self) -> dict[str, Any]:
         return dict(self.api.client.request("DELETE", f"/{self.api.name}/{self.id}").json())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -16,7 +17,7 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -412,6 +413,23 @@ def _add_workload_routes(app: FastAPI) -> None:
             headers={"Content-Length": str(workload.result_size)},
         )
 
+    @app.get("/{api}/{workload_id}/notebook", tags=["workloads"], dependencies=auth)
+    async def workload_notebook(
+        api: str, workload_id: str, request: Request, format: str = "ipynb"
+    ) -> Response:
+        """The executed notebook of a notebook API's workload (`?format=html` renders it)."""
+        await _find(request, api, workload_id)
+        if format not in ("ipynb", "html"):
+            raise HTTPError(422, "format must be 'ipynb' or 'html'")
+        engine = _engine(request)
+        path = engine.storage.path("workloads", api, workload_id, "notebook.ipynb")
+        data = await asyncio.to_thread(engine.storage.read_bytes, path)
+        if data is None:
+            raise NotFound(f"workload {workload_id} has no executed notebook (yet)")
+        if format == "ipynb":
+            return Response(data, media_type="application/x-ipynb+json")
+        return HTMLResponse(await asyncio.to_thread(_notebook_html, data))
+
     @app.delete("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
     async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
         _valid_api(api)
@@ -420,9 +438,15 @@ def _add_workload_routes(app: FastAPI) -> None:
         return _workload_response(workload, 200)
 
 
-async def _stream_file(storage: Storage, path: str, chunk_size: int = 1024 * 1024) -> Any:
-    import asyncio
+def _notebook_html(data: bytes) -> str:
+    import nbformat
+    from nbconvert import HTMLExporter
 
+    body, _ = HTMLExporter().from_notebook_node(nbformat.reads(data.decode(), as_version=4))
+    return str(body)
+
+
+async def _stream_file(storage: Storage, path: str, chunk_size: int = 1024 * 1024) -> Any:
     source = await asyncio.to_thread(storage.open_read, path)
     try:
         while True:

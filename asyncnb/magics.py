@@ -5,6 +5,7 @@ They use the public client API, the same one a colleague or a script would use.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import shlex
@@ -17,9 +18,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .client import Client, handles
 from .errors import AsyncNBError, GatewayError
+from .notebook_api import in_notebook_workload
 from .options import APIOptions
 
-LINE_USAGE = "%async_api list | status NAME | delete NAME | logs NAME"
+LINE_USAGE = (
+    "%async_api list | status NAME | delete NAME | logs NAME | "
+    "deploy-notebook PATH NAME [--option value ...]"
+)
 
 
 def _with_deploy_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,6 +97,10 @@ class AsyncAPIMagics(Magics):
         exec(compile(transformed, filename, "exec"), self._shell.user_ns)
         classes = _predictor_classes(cell, self._shell.user_ns, transformed)
         cls = self._choose(classes, args.predictor)
+        if in_notebook_workload():
+            # This notebook runs as a workload of a notebook API: define, never redeploy.
+            print(f"{args.name}: not deployed (running as a notebook API workload)")
+            return None
         config = self._config(args.config)
         options = {
             name: _parse_value(getattr(args, name))
@@ -155,6 +164,8 @@ class AsyncAPIMagics(Magics):
         command, rest = words[0], words[1:]
         if command == "list" and not rest:
             return self._list()
+        if command == "deploy-notebook" and len(rest) >= 2:
+            return self._deploy_notebook(rest)
         if command in ("status", "delete", "logs") and len(rest) == 1:
             name = rest[0]
             client = handles[name].client if name in handles else self._client(None, None)
@@ -165,6 +176,36 @@ class AsyncAPIMagics(Magics):
             except AsyncNBError as exc:
                 raise UsageError(f"{command} {name}: {exc}") from None
         raise UsageError(f"usage: {LINE_USAGE}")
+
+    def _deploy_notebook(self, words: list[str]) -> Any:
+        parser = argparse.ArgumentParser(
+            prog="%async_api deploy-notebook", add_help=False, exit_on_error=False
+        )
+        parser.add_argument("path")
+        parser.add_argument("name")
+        parser.add_argument("--gateway", default=None)
+        parser.add_argument("--token", default=None)
+        parser.add_argument("--kernel-name", default=None)
+        for option in APIOptions.model_fields:
+            parser.add_argument(f"--{option.replace('_', '-')}", dest=option, default=None)
+        try:
+            args, unknown = parser.parse_known_args(words)
+        except argparse.ArgumentError as exc:
+            raise UsageError(f"deploy-notebook: {exc}") from None
+        if unknown:
+            raise UsageError(f"deploy-notebook: unrecognized arguments: {' '.join(unknown)}")
+        options = {
+            name: _parse_value(getattr(args, name))
+            for name in APIOptions.model_fields
+            if getattr(args, name) is not None
+        }
+        client = self._client(args.gateway, args.token)
+        try:
+            return client.deploy_notebook(
+                args.path, args.name, kernel_name=args.kernel_name, **options
+            )
+        except AsyncNBError as exc:
+            raise UsageError(f"cannot deploy {args.path}: {exc}") from None
 
     def _list(self) -> None:
         apis = self._client(None, None).apis()

@@ -18,6 +18,7 @@ class _Running:
     api: str
     ids: Sequence[str]
     emit: Callable[[dict[str, Any]], None]
+    storage: dict[str, Any] | None = None
     last_sent: float = field(default=0.0)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,9 +57,16 @@ def report_progress(fraction: float, message: str | None = None) -> None:
 
 
 def set_running(
-    api: str, ids: Sequence[str], emit: Callable[[dict[str, Any]], None]
+    api: str,
+    ids: Sequence[str],
+    emit: Callable[[dict[str, Any]], None],
+    storage: dict[str, Any] | None = None,
 ) -> contextvars.Token[_Running | None]:
-    return _current.set(_Running(api=api, ids=ids, emit=emit))
+    return _current.set(_Running(api=api, ids=ids, emit=emit, storage=storage))
+
+
+def current_running() -> _Running | None:
+    return _current.get()
 
 
 def clear_running(token: contextvars.Token[_Running | None]) -> None:

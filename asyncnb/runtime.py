@@ -20,8 +20,8 @@ from typing import Any
 import cloudpickle
 
 from .predictor import Predictor, build_predictor, decode_payload, encode_result
-from .progress import EVENT_TOPIC, clear_running, set_running
-from .storage import storage_from_description
+from .progress import EVENT_TOPIC, clear_running, current_running, set_running
+from .storage import Storage, storage_from_description
 
 # (api, version) → built predictor. __init__ runs once per worker process per version.
 _predictors: dict[tuple[str, int], Predictor] = {}
@@ -88,6 +88,15 @@ def _forget_old_versions(api: str) -> None:
     versions = sorted(v for a, v in _predictors if a == api)
     for version in versions[:-_KEEP_VERSIONS]:
         _predictors.pop((api, version), None)
+
+
+def artifact_path_for_current_workload(name: str) -> tuple[Storage, str] | None:
+    """Where the running workload may keep a file `name` (e.g. an executed notebook)."""
+    running = current_running()
+    if running is None or running.storage is None or len(running.ids) != 1:
+        return None
+    storage = storage_from_description(running.storage)
+    return storage, storage.path("workloads", running.api, running.ids[0], name)
 
 
 def warm(spec: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +241,7 @@ def _run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[s
 
 def _run_one(spec: dict[str, Any], predictor: Predictor, item: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
-    token = set_running(spec["api"], [item["id"]], _emit)
+    token = set_running(spec["api"], [item["id"]], _emit, spec["storage"])
     try:
         payload = _read_payload(spec, item)
         value = _call_with_timeout(

@@ -14,6 +14,7 @@ SMALL = {
     "quickstart.ipynb": {"n_workloads": 4, "delay_s": 0.05},
     "batch_gpu.ipynb": {"n_items": 24, "batch_size": 8, "workers": 1},
     "long_jobs.ipynb": {"n_docs": 2, "pages": 3, "page_s": 0.1},
+    "report_api.ipynb": {"region": "east", "days": 3},
 }
 
 
@@ -48,3 +49,20 @@ def test_notebook_runs_headless(name: str, tmp_path: Path, monkeypatch: pytest.M
         if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
     ]
     assert widgets_shown, "the API handle displays as a live dashboard"
+
+
+def test_report_notebook_records_its_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCNB_STORAGE", str(tmp_path / "storage"))
+    from asyncnb.notebook_api import _records
+
+    executed = papermill.execute_notebook(
+        str(NOTEBOOKS / "report_api.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={"region": "west", "days": 2},
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    recorded = _records(executed)
+    assert recorded["region"] == "west" and len(recorded["daily"]) == 2
