@@ -117,7 +117,10 @@ async def _local_cluster(settings: GatewaySettings, storage: Storage) -> Any:
         # memory:// lives inside one process, so its workers must be threads of this one.
         processes=storage.shared_across_processes,
         resources=settings.worker_resources or None,
+        host="127.0.0.1",
         dashboard_address=None,
+        # The scheduler's HTTP server (health, metrics) still starts: on a free loopback port.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": False},
         asynchronous=True,
     )
 
@@ -132,13 +135,15 @@ async def _gpu_cluster(gpus: list[str], threads: int) -> Any:
             CUDA_VISIBLE_DEVICES=",".join(gpus),
             threads_per_worker=threads,
             resources={"GPU": 1},
-            dashboard_address=None,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
             asynchronous=True,
         )
     workers = {
         f"gpu-{device}": {
             "cls": Nanny,
             "options": {
+                "host": "127.0.0.1",
                 "nthreads": threads,
                 "resources": {"GPU": 1},
                 "env": {"CUDA_VISIBLE_DEVICES": device},
@@ -146,7 +151,10 @@ async def _gpu_cluster(gpus: list[str], threads: int) -> Any:
         }
         for device in gpus
     }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "dashboard": False},
+    }
     return await SpecCluster(workers=workers, scheduler=scheduler, asynchronous=True)
 
 
