@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(PY) -m asyncnb.demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check asyncnb tests bench
-	$(VENV)/bin/ruff format --check asyncnb tests bench
+	$(VENV)/bin/ruff check asyncnb jupyter_extension tests bench
+	$(VENV)/bin/ruff format --check asyncnb jupyter_extension tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -1,0 +1,399 @@
+"""Routes under <base_url>/asyncnb: a page for colleagues, and the gateway's workload API.
+
+Every route is behind Jupyter's authentication (token header, `?token=`, login cookie) and its
+authorizer (resource "asyncnb": GET is "read", POST and DELETE are "write"). The proxied routes
+forward only the gateway's own headers, with this server's admin token; Jupyter credentials
+never go upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from .page import render_page
+from .upstream import Upstream
+
+AUTH_RESOURCE = "asyncnb"
+SETTINGS_KEY = "asyncnb_upstream"
+
+# The gateway's rules: an API name is a DNS label, a workload id 32 hex digits.
+API = r"(?P<api>[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)"
+WORKLOAD = r"(?P<workload_id>[0-9a-f]{32})"
+
+FORWARDED_REQUEST_HEADERS = (
+    "Content-Type",
+    "Content-Length",
+    "Idempotency-Key",
+    "X-Webhook-URL",
+    "X-Priority",
+    "Prefer",
+    "Accept",
+)
+RETURNED_HEADERS = (
+    "Idempotent-Replayed",
+    "Preference-Applied",
+    "Retry-After",
+    "Content-Disposition",
+)
+FLUSH_BYTES = 64 * 1024
+BODY_QUEUE_CHUNKS = 16
+
+
+class AsyncNBHandler(APIHandler):
+    """JSON routes of the extension."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def upstream(self) -> Upstream:
+        upstream: Upstream = self.settings[SETTINGS_KEY]
+        return upstream
+
+    def compute_etag(self) -> None:
+        # Statuses change from one poll to the next; never answer 304 from a stale hash.
+        return None
+
+    def jupyter_path(self, *parts: str) -> str:
+        return url_path_join(self.base_url, "asyncnb", *parts)
+
+    def jupyter_url(self, *parts: str) -> str:
+        return f"{self.request.protocol}://{self.request.host}{self.jupyter_path(*parts)}"
+
+    def fail(self, status: int, detail: str, retry_after: int | None = None) -> None:
+        self.set_status(status)
+        if retry_after is not None:
+            self.set_header("Retry-After", str(retry_after))
+        self.finish(json.dumps({"detail": detail}))
+
+
+class ProxyHandler(AsyncNBHandler):
+    """Relays one request to the gateway and its answer back, streaming both bodies."""
+
+    @property
+    def content_security_policy(self) -> str:
+        # Results and rendered notebooks carry content chosen by whoever submitted the payload;
+        # served from Jupyter's origin, they must never run script or reach its cookies.
+        return f"{super().content_security_policy}; sandbox"
+
+    def build_upstream_request(
+        self, method: str, path: str, content: AsyncIterator[bytes] | None = None
+    ) -> httpx.Request:
+        headers = {
+            name: self.request.headers[name]
+            for name in FORWARDED_REQUEST_HEADERS
+            if name in self.request.headers
+        }
+        if content is None:
+            # Only a streamed POST relays a body; a stray length would stall the gateway.
+            headers.pop("Content-Length", None)
+        # Bodies are relayed byte for byte: ask for them uncompressed.
+        headers["Accept-Encoding"] = "identity"
+        headers.update(self.upstream.auth_headers())
+        params = httpx.QueryParams(
+            [
+                (name, value.decode("utf-8", "replace"))
+                for name, values in self.request.query_arguments.items()
+                if name != "token"  # Jupyter's token, not the gateway's
+                for value in values
+            ]
+        )
+        return self.upstream.client.build_request(
+            method, self.upstream.url + path, headers=headers, params=params, content=content
+        )
+
+    def answer_transport_error(self, exc: httpx.HTTPError) -> None:
+        if isinstance(exc, httpx.TimeoutException):
+            self.fail(504, f"the asyncnb gateway did not answer in time ({type(exc).__name__})")
+        else:
+            self.log.warning("asyncnb gateway unreachable: %r", exc)
+            self.fail(503, self.upstream.down_detail(), retry_after=2)
+
+    async def exchange(
+        self, method: str, path: str, rewrite: Callable[[Any], None] | None = None
+    ) -> None:
+        try:
+            response = await self.upstream.client.send(
+                self.build_upstream_request(method, path), stream=True
+            )
+        except httpx.HTTPError as exc:
+            self.answer_transport_error(exc)
+            return
+        await self.relay(response, rewrite)
+
+    async def relay(
+        self, response: httpx.Response, rewrite: Callable[[Any], None] | None = None
+    ) -> None:
+        try:
+            await self._relay(response, rewrite)
+        finally:
+            await response.aclose()
+
+    async def _relay(self, response: httpx.Response, rewrite: Callable[[Any], None] | None) -> None:
+        status = response.status_code
+        if status in (401, 403):
+            # The colleague passed Jupyter's auth; a refusal here is this server's own token.
+            self.log.error("the asyncnb gateway refused the server's token (%d)", status)
+            self.fail(502, "the asyncnb gateway refused this Jupyter server's token")
+            return
+        self.set_status(status, reason=response.reason_phrase or None)
+        for name in RETURNED_HEADERS:
+            if name in response.headers:
+                self.set_header(name, response.headers[name])
+        location = response.headers.get("Location")
+        if location is not None:
+            self.set_header(
+                "Location", self.jupyter_path(location[1:]) if location[:1] == "/" else location
+            )
+        content_type = response.headers.get("Content-Type", "application/octet-stream")
+        if rewrite is not None and status == 200 and content_type.startswith("application/json"):
+            data = json.loads(await response.aread())
+            rewrite(data)
+            self.finish(json.dumps(data), set_content_type=content_type)
+            return
+        self.set_header("Content-Type", content_type)
+        if status in (204, 304):
+            self.finish(set_content_type=content_type)
+            return
+        if "Content-Length" in response.headers:
+            self.set_header("Content-Length", response.headers["Content-Length"])
+        pending = 0
+        try:
+            async for chunk in response.aiter_raw():
+                self.write(chunk)
+                pending += len(chunk)
+                if pending >= FLUSH_BYTES:
+                    await self.flush()
+                    pending = 0
+        except StreamClosedError:
+            return  # the client went away
+        except httpx.HTTPError as exc:
+            if self._headers_written:
+                raise  # too late for an error answer: tornado drops the connection
+            self.clear()
+            self.answer_transport_error(exc)
+            return
+        self.finish(set_content_type=content_type)
+
+    def endpoint_rewriter(self, data: Any) -> None:
+        """Point `endpoint` of API records at this Jupyter server instead of the gateway."""
+        records = data.get("apis", []) if isinstance(data, dict) and "apis" in data else [data]
+        for record in records:
+            if isinstance(record, dict) and isinstance(record.get("name"), str):
+                record["endpoint"] = self.jupyter_url(record["name"])
+
+
+class PageHandler(JupyterHandler):
+    """`/asyncnb/`: the APIs of this server, with copyable curl lines, for colleagues."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        upstream: Upstream = self.settings[SETTINGS_KEY]
+        apis: list[dict[str, Any]] = []
+        problem = None
+        try:
+            response = await upstream.client.get(
+                f"{upstream.url}/apis", headers=upstream.auth_headers(), timeout=10.0
+            )
+            if response.status_code == 200:
+                apis = list(response.json().get("apis", []))
+            else:
+                problem = f"the asyncnb gateway answered {response.status_code}"
+        except (httpx.HTTPError, ValueError):
+            problem = upstream.down_detail()
+        root = f"{self.request.protocol}://{self.request.host}"
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(render_page(apis, root + url_path_join(self.base_url, "asyncnb"), problem))
+
+
+class APIsHandler(ProxyHandler):
+    """`/asyncnb/apis`: every API with its state and counts (the gateway's `GET /apis`)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.exchange("GET", "/apis", self.endpoint_rewriter)
+
+
+class GatewayStatusHandler(AsyncNBHandler):
+    """`/asyncnb/_gateway`: the managed gateway's state, pid, port and restarts."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(json.dumps(await self.upstream.info()))
+
+
+@web.stream_request_body
+class APIRouteHandler(ProxyHandler):
+    """`/asyncnb/{api}`: GET the API's status, POST a workload (the body streams through)."""
+
+    _chunks: asyncio.Queue[bytes | None] | None = None
+    _upstream_task: asyncio.Future[httpx.Response] | None = None
+
+    _refusal: web.HTTPError | None = None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        try:
+            await super().prepare()
+        except web.HTTPError as exc:
+            if self.request.method != "POST":
+                raise
+            # Refused once the body is read (and dropped): tornado resets a connection that
+            # is closed with a body unread, and the client would never see the 403.
+            self._refusal = exc
+            return
+        if self.request.method != "POST":
+            return
+        # The body goes upstream as it arrives, so who may send it is settled first; a refused
+        # request's body is dropped and post() answers 403 (@authenticated, @authorized).
+        user = self.current_user
+        if not user or not await ensure_async(
+            self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)
+        ):
+            return
+        self._chunks = asyncio.Queue(maxsize=BODY_QUEUE_CHUNKS)
+        request = self.build_upstream_request(
+            "POST", "/" + self.path_kwargs["api"], content=self._body()
+        )
+        self._upstream_task = asyncio.ensure_future(self.upstream.client.send(request, stream=True))
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        assert self._chunks is not None
+        while (chunk := await self._chunks.get()) is not None:
+            yield chunk
+
+    async def _feed(self, item: bytes | None) -> None:
+        task, chunks = self._upstream_task, self._chunks
+        if task is None or chunks is None or task.done():
+            return  # the gateway already answered or is unreachable: the rest is dropped
+        put = asyncio.ensure_future(chunks.put(item))
+        racing: set[asyncio.Future[Any]] = {put, task}
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+
+    async def data_received(self, chunk: bytes) -> None:
+        await self._feed(chunk)
+
+    def on_connection_close(self) -> None:
+        if self._upstream_task is not None and not self._upstream_task.done():
+            self._upstream_task.cancel()
+        super().on_connection_close()
+
+    @web.authenticated
+    @authorized
+    async def get(self, api: str) -> None:
+        await self.exchange("GET", f"/{api}", self.endpoint_rewriter)
+
+    @web.authenticated
+    @authorized
+    async def post(self, api: str) -> None:
+        if self._refusal is not None:
+            raise self._refusal
+        await self._feed(None)
+        if self._upstream_task is None:
+            raise web.HTTPError(403)
+        try:
+            response = await self._upstream_task
+        except asyncio.CancelledError:
+            if self._upstream_task.cancelled():
+                return  # the client went away (on_connection_close)
+            raise
+        except httpx.HTTPError as exc:
+            self.answer_transport_error(exc)
+            return
+        await self.relay(response)
+
+
+class WorkloadListHandler(ProxyHandler):
+    """`/asyncnb/{api}/workloads`: recent workloads (`?status=`, `?limit=`)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, api: str) -> None:
+        await self.exchange("GET", f"/{api}/workloads")
+
+
+class WorkloadHandler(ProxyHandler):
+    """`/asyncnb/{api}/{id}`: GET the status record (`Prefer: wait=N` too), DELETE cancels."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, api: str, workload_id: str) -> None:
+        await self.exchange("GET", f"/{api}/{workload_id}")
+
+    @web.authenticated
+    @authorized
+    async def delete(self, api: str, workload_id: str) -> None:
+        await self.exchange("DELETE", f"/{api}/{workload_id}")
+
+
+class ResultHandler(ProxyHandler):
+    """`/asyncnb/{api}/{id}/result`: the raw result, streamed; `.../notebook` likewise the
+    executed notebook of a notebook API (`?format=html`)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, api: str, workload_id: str, view: str) -> None:
+        await self.exchange("GET", f"/{api}/{workload_id}/{view}")
+
+
+class NotFoundHandler(AsyncNBHandler):
+    """Anything else under /asyncnb: a JSON 404, and only after authentication."""
+
+    def _not_found(self) -> None:
+        self.fail(404, f"no asyncnb route {self.request.path}")
+
+    @web.authenticated
+    @authorized
+    def get(self, *args: str) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    def post(self, *args: str) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    def put(self, *args: str) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    def patch(self, *args: str) -> None:
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    def delete(self, *args: str) -> None:
+        self._not_found()
+
+
+# Relative to the server's base URL (ExtensionApp joins them with url_path_join); first match
+# wins, so the fixed names come before the {api} patterns.
+default_handlers: list[tuple[str, type[web.RequestHandler]]] = [
+    (r"/asyncnb/?", PageHandler),
+    (r"/asyncnb/apis", APIsHandler),
+    (r"/asyncnb/_gateway", GatewayStatusHandler),
+    (rf"/asyncnb/{API}", APIRouteHandler),
+    (rf"/asyncnb/{API}/workloads", WorkloadListHandler),
+    (rf"/asyncnb/{API}/{WORKLOAD}", WorkloadHandler),
+    (rf"/asyncnb/{API}/{WORKLOAD}/(?P<view>result|notebook)", ResultHandler),
+    (r"/asyncnb/(.*)", NotFoundHandler),
+]
