@@ -61,6 +61,7 @@ class Dispatcher:
         self._chunks_on: dict[str, int] = {}  # worker address → our chunks running there
         self._worker_names: dict[str, Any] = {}
         self._warming = 0
+        self._scheduler_id: str | None = None
         self._last_refresh = 0.0
         self._closing = False
 
@@ -78,11 +79,18 @@ class Dispatcher:
 
     # workers -----------------------------------------------------------------------------
     async def _refresh_workers(self) -> None:
+        if self.client.status in ("closing", "closed"):
+            await self._reconnect()
+            return
         try:
             identity = await self.client.scheduler.identity(n_workers=-1)
         except Exception as exc:
             logger.warning("cannot reach the Dask scheduler: %s", exc)
             return
+        scheduler_id = identity.get("id")
+        if self._scheduler_id is not None and scheduler_id != self._scheduler_id:
+            self._scheduler_restarted()
+        self._scheduler_id = scheduler_id
         workers = identity.get("workers", {})
         self._worker_resources = {
             address: dict(w.get("resources") or {}) for address, w in workers.items()
@@ -91,6 +99,32 @@ class Dispatcher:
         self._last_refresh = time.monotonic()
         for state in self.engine.apis.values():
             self.count_workers(state)
+
+    def _scheduler_restarted(self) -> None:
+        """A new scheduler knows neither our subscription nor our warm-ups: redo both.
+
+        The chunks it lost came back as cancelled futures and are already queued again.
+        """
+        logger.warning("the Dask scheduler was replaced: resubscribing and re-warming APIs")
+        self.client.subscribe_topic(EVENT_TOPIC, self._on_event)
+        for state in self.engine.apis.values():
+            if state.state != APIState.ERROR:
+                self.warm(state)
+
+    async def _reconnect(self) -> None:
+        """Dask's client gives up after its connect timeout; a gateway must not."""
+        from distributed import Client
+
+        address = self.client.scheduler.address
+        try:
+            client = await Client(address, asynchronous=True, timeout=5)
+        except Exception as exc:
+            logger.warning("still cannot reach the Dask scheduler at %s: %s", address, exc)
+            return
+        logger.warning("reconnected to the Dask scheduler at %s", address)
+        self.client = client
+        self._scheduler_id = None
+        self._scheduler_restarted()
 
     def count_workers(self, state: APIState) -> None:
         wanted = state.options.dask_resources()
@@ -131,6 +165,8 @@ class Dispatcher:
         try:
             outcome = await future
         except Exception as exc:
+            if future.cancelled():
+                return  # the scheduler went away; warming starts again once it is back
             outcome = {"ok": False, "error": _error_of(exc)}
         if self.engine.apis.get(state.name) is not state or state.version != version:
             return

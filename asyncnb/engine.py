@@ -103,6 +103,11 @@ class Engine:
         self.spawn(self._sweep_forever())
         self.spawn(self.scaler.run())
 
+    @property
+    def dask_client(self) -> Any:
+        """The client in use now (dispatch replaces it when it reconnects)."""
+        return self.dispatcher.client
+
     async def close(self) -> None:
         self._closed = True
         await self.dispatcher.close()

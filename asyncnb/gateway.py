@@ -180,7 +180,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             yield
         finally:
             await engine.close()
-            await stop_dask(client, cluster)
+            await stop_dask(engine.dask_client, cluster)
 
     app = FastAPI(
         title="asyncnb gateway",
