@@ -117,7 +117,8 @@ async def _local_cluster(settings: GatewaySettings, storage: Storage) -> Any:
         # memory:// lives inside one process, so its workers must be threads of this one.
         processes=storage.shared_across_processes,
         resources=settings.worker_resources or None,
-        host="127.0.0.1",
+        # threads talk in-process (no host); processes only ever on loopback
+        host="127.0.0.1" if storage.shared_across_processes else None,
         dashboard_address=None,
         # The scheduler's HTTP server (health, metrics) still starts: on a free loopback port.
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": False},
