@@ -25,17 +25,7 @@ class StatusFastPath:
         if scope["type"] == "http" and scope["method"] == "GET":
             body = self._answer(scope)
             if body is not None:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, 200, body)
                 return
         await self.app(scope, receive, send)
 
@@ -54,6 +44,19 @@ class StatusFastPath:
         if workload is None:
             return None
         return json.dumps(workload.public(), separators=(",", ":")).encode()
+
+
+async def send_json(
+    send: Any, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer an ASGI request with a JSON body, below any framework."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _authorized(settings: Any, headers: dict[bytes, bytes]) -> bool:

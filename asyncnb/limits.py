@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .fastpath import send_json
+
 
 class DeployBodyLimit:
     """`PUT /apis/{api}` bodies are read whole by FastAPI: check the size first, and count
@@ -52,16 +54,5 @@ class DeployBodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"deploy body is larger than {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        body = json.dumps({"detail": f"deploy body is larger than {self.max_bytes} bytes"})
+        await send_json(send, 413, body.encode(), [(b"connection", b"close")])

@@ -50,6 +50,15 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _chosen_options(args: Any) -> dict[str, Any]:
+    """The deploy options given on the magic's line, parsed as JSON where they are JSON."""
+    return {
+        name: _parse_value(getattr(args, name))
+        for name in APIOptions.model_fields
+        if getattr(args, name) is not None
+    }
+
+
 def _predictor_classes(cell: str, namespace: dict[str, Any], transformed: str) -> list[type]:
     try:
         tree = ast.parse(transformed)
@@ -102,11 +111,7 @@ class AsyncAPIMagics(Magics):
             print(f"{args.name}: not deployed (running as a notebook API workload)")
             return None
         config = self._config(args.config)
-        options = {
-            name: _parse_value(getattr(args, name))
-            for name in APIOptions.model_fields
-            if getattr(args, name) is not None
-        }
+        options = _chosen_options(args)
         client = self._client(args.gateway, args.token)
         try:
             api = client.deploy(cls, args.name, config, **options)
@@ -194,11 +199,7 @@ class AsyncAPIMagics(Magics):
             raise UsageError(f"deploy-notebook: {exc}") from None
         if unknown:
             raise UsageError(f"deploy-notebook: unrecognized arguments: {' '.join(unknown)}")
-        options = {
-            name: _parse_value(getattr(args, name))
-            for name in APIOptions.model_fields
-            if getattr(args, name) is not None
-        }
+        options = _chosen_options(args)
         client = self._client(args.gateway, args.token)
         try:
             return client.deploy_notebook(

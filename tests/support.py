@@ -160,28 +160,23 @@ class MotoServer:
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
-    def make_bucket(self, name: str) -> None:
+    def _client(self) -> Any:
         import boto3
 
-        s3 = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
+
+    def make_bucket(self, name: str) -> None:
+        s3 = self._client()
         s3.create_bucket(Bucket=name)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        s3 = self._client()
         keys: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys.extend(o["Key"] for o in page.get("Contents", []))
