@@ -158,6 +158,24 @@ def _is_loopback(host: str) -> bool:
     default=None,
     help="most workers autoscaling starts (default: --workers; none for --cluster)",
 )
+@click.option(
+    "--webhook-allow",
+    default="",
+    help="comma list of hosts, .domains or networks webhooks may reach (default: any not denied)",
+)
+@click.option(
+    "--webhook-deny",
+    default="",
+    help="comma list of hosts, .domains or networks "
+    "webhooks must not reach (link-local and metadata are always denied)",
+)
+@click.option(
+    "--body-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="seconds a client may pause while sending a body (slow clients get 408)",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @_fail_cleanly
 def serve(**kw: Any) -> None:
@@ -194,6 +212,9 @@ def serve(**kw: Any) -> None:
         prefetch=kw["prefetch"],
         max_deploy_bytes=kw["max_deploy_bytes"],
         autoscale_interval_s=kw["autoscale_interval"],
+        webhook_allow=tuple(e for e in kw["webhook_allow"].split(",") if e.strip()),
+        webhook_deny=tuple(e for e in kw["webhook_deny"].split(",") if e.strip()),
+        body_timeout_s=kw["body_timeout"],
         min_workers=kw["min_workers"],
         max_workers=kw["max_workers"],
     )

@@ -11,7 +11,7 @@ import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .api_state import APIState
@@ -22,6 +22,7 @@ from .options import APIOptions
 from .scaling import ClusterScaler
 from .storage import Storage
 from .store import WorkloadStore, open_store, sweep_workload_folders
+from .webhook_policy import WebhookPolicy
 from .webhooks import WebhookSender, generate_secret
 from .workload import Status, Workload
 
@@ -62,6 +63,7 @@ class EngineSettings:
     webhook_backoff_s: float = 1.0
     sweep_interval_s: float = 3600.0
     autoscale_interval_s: float = 10.0
+    webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
     min_workers: int = 0
     max_workers: int | None = None
 
@@ -88,7 +90,9 @@ class Engine:
             max_workers=self.settings.max_workers,
         )
         self.webhooks = WebhookSender(
-            self.settings.webhook_attempts, self.settings.webhook_backoff_s
+            self.settings.webhook_attempts,
+            self.settings.webhook_backoff_s,
+            policy=self.settings.webhook_policy,
         )
         self._live: dict[str, Workload] = {}
         self._finished: OrderedDict[str, Workload] = OrderedDict()

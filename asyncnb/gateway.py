@@ -32,7 +32,7 @@ from .options import APIOptions
 from .settings import GatewaySettings
 from .storage import Storage
 from .uploads import Body, check_payload, read_body
-from .webhook_policy import webhook_url_problem
+from .webhook_policy import WebhookPolicy
 from .workload import Status, Workload
 
 logger = logging.getLogger("asyncnb.gateway")
@@ -111,6 +111,10 @@ async def require_admin(request: Request) -> None:
     _check_token(request, request.app.state.settings.effective_admin_token)
 
 
+def _policy(settings: GatewaySettings) -> WebhookPolicy:
+    return WebhookPolicy(allow=settings.webhook_allow, deny=settings.webhook_deny)
+
+
 def _valid_api(name: str, *, deploying: bool = False) -> str:
     """Deploying a bad name is a bad request; addressing one finds no API (404)."""
     problem = api_name_problem(name)
@@ -169,6 +173,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 webhook_backoff_s=settings.webhook_backoff_s,
                 sweep_interval_s=settings.sweep_interval_s,
                 autoscale_interval_s=settings.autoscale_interval_s,
+                webhook_policy=_policy(settings),
                 **worker_bounds(settings, cluster),
             ),
             cluster=cluster,
@@ -268,6 +273,9 @@ def _add_admin_routes(app: FastAPI) -> None:
             raise RequestValidationError(
                 [{**e, "loc": ("body", "options", *e["loc"])} for e in exc.errors()]
             ) from None
+        policy = _policy(request.app.state.settings)
+        if options.webhook_url and (problem := policy.problem(options.webhook_url)):
+            raise HTTPError(422, f"options.webhook_url: {problem}")
         try:
             blob = base64.b64decode(body.predictor, validate=True)
         except (binascii.Error, ValueError):
@@ -300,7 +308,7 @@ def _add_workload_routes(app: FastAPI) -> None:
             )
         priority = _int_header(request, "x-priority", -MAX_PRIORITY, MAX_PRIORITY)
         webhook_url = request.headers.get("x-webhook-url") or None
-        if webhook_url and (problem := webhook_url_problem(webhook_url)):
+        if webhook_url and (problem := _policy(request.app.state.settings).problem(webhook_url)):
             raise HTTPError(422, f"X-Webhook-URL: {problem}")
         key = request.headers.get("idempotency-key") or None
         if key is not None and (len(key) > 255 or not key.isprintable()):
@@ -327,6 +335,7 @@ def _add_workload_routes(app: FastAPI) -> None:
         try:
             body: Body = await read_body(
                 request.stream(),
+                timeout_s=request.app.state.settings.body_timeout_s,
                 storage=engine.storage,
                 path=engine.storage.payload_path(api, workload_id),
                 inline_limit=engine.settings.inline_payload_bytes,

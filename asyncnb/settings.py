@@ -34,6 +34,9 @@ class GatewaySettings:
     sweep_interval_s: float = 3600.0
     max_deploy_bytes: int = 512 * 1024 * 1024
     autoscale_interval_s: float = 10.0
+    webhook_allow: tuple[str, ...] = ()
+    webhook_deny: tuple[str, ...] = ()
+    body_timeout_s: float = 60.0
     min_workers: int | None = None  # default: the LocalCluster's size, or 0 for --cluster
     max_workers: int | None = None  # default: the LocalCluster's size, unbounded for --cluster
 

@@ -39,6 +39,13 @@ class Storage:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.storage_options = dict(storage_options or {})
+        if url.startswith(("s3://", "s3a://")):
+            # botocore's defaults wait minutes on an unreachable endpoint; a submit must get
+            # its 503 in seconds.
+            self.storage_options.setdefault(
+                "config_kwargs",
+                {"connect_timeout": 5, "read_timeout": 20, "retries": {"max_attempts": 2}},
+            )
         if "://" not in url:
             url = "file://" + str(Path(url).expanduser().absolute())
         elif url.startswith("file://"):

@@ -23,6 +23,10 @@ class BadPayload(EngineError):
     status_code = 400
 
 
+class BodyTimeout(EngineError):
+    status_code = 408
+
+
 @dataclass
 class Body:
     data: bytes | None  # None when streamed to storage
@@ -33,9 +37,23 @@ class Body:
         return self.data is None
 
 
+async def _paced(chunks: AsyncIterator[bytes], timeout_s: float | None) -> AsyncIterator[bytes]:
+    """The body's chunks, giving up on a client that pauses longer than `timeout_s`."""
+    iterator = chunks.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise BodyTimeout(f"no body bytes received for {timeout_s:g} s") from None
+        yield chunk
+
+
 async def read_body(
     chunks: AsyncIterator[bytes],
     *,
+    timeout_s: float | None = None,
     storage: Storage,
     path: str,
     inline_limit: int,
@@ -44,6 +62,7 @@ async def read_body(
     """Buffer up to `inline_limit` bytes, then stream the rest to `path` without holding it."""
     buffered: list[bytes] = []
     size = 0
+    chunks = _paced(chunks, timeout_s)
     async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:

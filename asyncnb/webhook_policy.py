@@ -1,49 +1,138 @@
-"""Which webhook destinations the gateway agrees to call."""
+"""Which webhook destinations the gateway agrees to call.
+
+Link-local, multicast and unspecified addresses and the cloud metadata host names are always
+denied (a webhook must never reach an instance's metadata service). `--webhook-deny` adds
+hosts or networks; `--webhook-allow`, when given, is the only set of destinations allowed.
+Literal addresses are checked on submit, and every address a host name resolves to is checked
+again right before each delivery, so DNS cannot smuggle a denied address in.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-# Cloud metadata endpoints answer on link-local addresses; a webhook must never reach them.
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 _DENIED_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 
 
-def webhook_url_problem(url: str) -> str | None:
-    """Why `url` is not an acceptable webhook destination, or None."""
-    if len(url) > 2048:
-        return "webhook URL is longer than 2048 characters"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return f"webhook URL {url[:100]!r} is not a URL"
-    if parts.scheme not in ("http", "https"):
-        return "webhook URL must use http or https"
-    host = (parts.hostname or "").rstrip(".").lower()
-    if not host:
-        return "webhook URL has no host"
-    if host in _DENIED_HOSTS:
-        return f"webhook host {host!r} is denied (cloud metadata)"
-    address = _as_address(host)
-    if address is None:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_link_local or address.is_multicast or address.is_unspecified:
-        return f"webhook address {host} is link-local, multicast or unspecified and is denied"
-    return None
-
-
-def _as_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _as_address(host: str) -> Address | None:
     """The IP a host names, including the shorthand IPv4 forms resolvers accept (0xa9fea9fe)."""
     try:
-        return ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
-        pass
-    if all(c in "0123456789abcdefx." for c in host) and any(c.isdigit() for c in host):
+        address = None
+        if all(c in "0123456789abcdefx." for c in host) and any(c.isdigit() for c in host):
+            try:
+                address = ipaddress.IPv4Address(socket.inet_aton(host))
+            except OSError:
+                return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _split(entries: Iterable[str]) -> tuple[tuple[Network, ...], tuple[str, ...]]:
+    networks: list[Network] = []
+    names: list[str] = []
+    for entry in entries:
+        entry = entry.strip().lower()
+        if not entry:
+            continue
         try:
-            return ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            names.append(entry.rstrip("."))
+    return tuple(networks), tuple(names)
+
+
+def _name_matches(host: str, names: tuple[str, ...]) -> bool:
+    return any(host == n or (n.startswith(".") and host.endswith(n)) for n in names)
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """Entries are IPs, networks (`10.0.0.0/8`), host names, or `.domain` suffixes."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    _allow: tuple[tuple[Network, ...], tuple[str, ...]] = field(init=False, repr=False)
+    _deny: tuple[tuple[Network, ...], tuple[str, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_allow", _split(self.allow))
+        object.__setattr__(self, "_deny", _split(self.deny))
+
+    def problem(self, url: str) -> str | None:
+        """Why `url` is not an acceptable destination (without resolving names), or None."""
+        if len(url) > 2048:
+            return "webhook URL is longer than 2048 characters"
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            return f"webhook URL {url[:100]!r} is not a URL"
+        if parts.scheme not in ("http", "https"):
+            return "webhook URL must use http or https"
+        host = (parts.hostname or "").rstrip(".").lower()
+        if not host:
+            return "webhook URL has no host"
+        if host in _DENIED_HOSTS:
+            return f"webhook host {host!r} is denied (cloud metadata)"
+        address = _as_address(host)
+        if address is not None:
+            return self.address_problem(address, host)
+        if _name_matches(host, self._deny[1]):
+            return f"webhook host {host!r} is denied by the gateway's policy"
+        if (self.allow) and not _name_matches(host, self._allow[1]):
+            return f"webhook host {host!r} is not in the gateway's allow list"
+        return None
+
+    def address_problem(self, address: Address, host: str, named: bool = False) -> str | None:
+        if address.is_link_local or address.is_multicast or address.is_unspecified:
+            return f"webhook address {host} is link-local, multicast or unspecified and is denied"
+        if any(address in network for network in self._deny[0]):
+            return f"webhook address {host} is denied by the gateway's policy"
+        allowed_by_name = named and _name_matches(host, self._allow[1])
+        if (
+            self.allow
+            and not allowed_by_name
+            and not any(address in network for network in self._allow[0])
+        ):
+            return f"webhook address {host} is not in the gateway's allow list"
+        return None
+
+    async def delivery_problem(self, url: str) -> str | None:
+        """Check again at delivery, with every address the host name resolves to now."""
+        problem = self.problem(url)
+        if problem:
+            return problem
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+        if _as_address(host) is not None:
             return None
-    return None
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, parts.port or (443 if parts.scheme == "https" else 80)
+            )
+        except OSError as exc:
+            return f"cannot resolve webhook host {host!r}: {exc}"
+        for info in infos:
+            address = _as_address(str(info[4][0]).split("%")[0])
+            if address is not None and (found := self.address_problem(address, host, True)):
+                return f"{found} (resolved to {address})"
+        return None
+
+
+DEFAULT_POLICY = WebhookPolicy()
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why `url` is not an acceptable webhook destination under the default policy, or None."""
+    return DEFAULT_POLICY.problem(url)

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
 
+from .webhook_policy import DEFAULT_POLICY, WebhookPolicy
+
 logger = logging.getLogger("asyncnb.webhooks")
 
 
@@ -71,8 +73,13 @@ class WebhookSender:
     """POSTs events; never raises, and retries on transport errors and non-2xx answers."""
 
     def __init__(
-        self, attempts: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 300.0
+        self,
+        attempts: int = 6,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 300.0,
+        policy: WebhookPolicy = DEFAULT_POLICY,
     ) -> None:
+        self.policy = policy
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -84,6 +91,10 @@ class WebhookSender:
     async def deliver(
         self, url: str, secret: str, message_id: str, event: dict[str, Any]
     ) -> DeliveryOutcome:
+        refused = await self.policy.delivery_problem(url)
+        if refused:
+            logger.warning("webhook %s not sent: %s", message_id, refused)
+            return DeliveryOutcome(False, 0, None, refused)
         body = json.dumps(event, separators=(",", ":")).encode()
         tries = 0
         last_code: int | None = None
