@@ -122,3 +122,15 @@ class WhichGPU:
     def predict(self, payload: Any) -> Any:
         time.sleep(float(payload.get("sleep", 0)))
         return {"device": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
+
+
+class Marked:
+    """Leaves a file named after its worker's pid, so a test knows which process is busy."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.folder = config["folder"]
+
+    def predict(self, payload: Any) -> Any:
+        open(os.path.join(self.folder, str(os.getpid())), "w").close()
+        time.sleep(float(payload.get("sleep", 0)))
+        return {"name": payload.get("name"), "pid": os.getpid()}

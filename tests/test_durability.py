@@ -73,31 +73,29 @@ def test_kill9_gateway_with_accepted_workloads_then_restart(tmp_path: Path) -> N
 
 
 def test_kill9_worker_reruns_its_workloads(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
     gateway = Gateway("--storage", str(tmp_path / "s"), "--workers", "2").start()
     try:
         with Client(gateway.url) as client:
-            client.deploy(predictors.Echo, "pids")
-            client.deploy(predictors.Sleepy, "work", max_concurrency=1)
-        gateway.wait_ready("pids")
+            client.deploy(predictors.Marked, "work", config={"folder": str(marks)})
         gateway.wait_ready("work")
         with gateway.client() as http:
-            pids: set[int] = set()
-            deadline = time.monotonic() + 30
-            while len(pids) < 2 and time.monotonic() < deadline:
-                info = http.post("/pids", json={}, headers={"Prefer": "wait=10"}).json()
-                pids.add(info["result"]["pid"])
-                # Keep one worker busy so the next probe lands on the other.
-                http.post("/work", json={"sleep": 0.3})
-            assert len(pids) == 2
-            time.sleep(0.6)  # the probes' blockers finish: each worker then gets one chunk
             ids = [
                 http.post("/work", json={"sleep": 0.2, "name": n}).json()["id"] for n in range(40)
             ]
-            time.sleep(1.0)
-            os.kill(sorted(pids)[0], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not list(marks.iterdir()):  # a worker process has started on our work
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            busy = int(next(marks.iterdir()).name)
+            os.kill(busy, signal.SIGKILL)
             finished = wait_all(http, "work", ids)
         assert {info["status"] for info in finished.values()} == {"completed"}
         assert sorted(info["result"]["name"] for info in finished.values()) == list(range(40))
         assert max(info["attempts"] for info in finished.values()) >= 2
+        assert busy not in {
+            info["result"]["pid"] for info in finished.values() if info["attempts"] >= 2
+        }
     finally:
         gateway.stop()
