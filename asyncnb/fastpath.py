@@ -1,9 +1,11 @@
-"""A shortcut for the most frequent request: polling `GET /{api}/{id}` of a workload in memory.
+"""Shortcuts for the two most frequent requests: `POST /{api}` and polling `GET /{api}/{id}`.
 
 Profiling the gateway under load showed the framework's routing, dependency solving and
-response classes costing several times the lookup itself. This ASGI middleware answers the
-plain case directly; anything else (an unknown id, a bad token, `Prefer: wait`) falls through
-to the FastAPI route, which stays the reference behaviour and the documented API.
+response classes costing several times the work itself. This ASGI middleware answers the
+plain cases directly: a submit runs the same `submit_workload` as the FastAPI route, and a
+poll reads the workload from memory. Anything else (an unknown id, a missing or bad token,
+`Prefer: wait` on a poll) falls through to the FastAPI routes, which stay the reference
+behaviour and the documented API.
 """
 
 from __future__ import annotations
@@ -27,7 +29,48 @@ class StatusFastPath:
             if body is not None:
                 await send_json(send, 200, body)
                 return
+        elif scope["type"] == "http" and scope["method"] == "POST" and self._submits(scope):
+            await self._submit(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _submits(scope: Scope) -> bool:
+        parts = scope["path"].split("/")
+        if len(parts) != 2 or api_name_problem(parts[1]):
+            return False
+        state: Any = getattr(scope.get("app"), "state", None)
+        if getattr(state, "engine", None) is None:
+            return False
+        return _authorized(state.settings, dict(scope["headers"]))
+
+    async def _submit(self, scope: Scope, receive: Any, send: Any) -> None:
+        from .engine import EngineError, Unavailable
+        from .submission import submit_workload
+
+        state: Any = scope["app"].state
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            answer = await submit_workload(
+                state.engine, state.settings, scope["path"][1:], headers, _body(receive)
+            )
+        except EngineError as exc:
+            extra = [
+                (k.encode(), v.encode()) for k, v in (getattr(exc, "headers", None) or {}).items()
+            ]
+            if isinstance(exc, Unavailable):
+                extra.append((b"retry-after", b"5"))
+            body = json.dumps({"detail": exc.detail}).encode()
+            await send_json(send, exc.status_code, body, extra)
+            return
+        except _ClientGone:
+            return
+        await send_json(
+            send,
+            answer.status,
+            json.dumps(answer.body, separators=(",", ":")).encode(),
+            [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()],
+        )
 
     def _answer(self, scope: Scope) -> bytes | None:
         parts = scope["path"].split("/")
@@ -44,6 +87,20 @@ class StatusFastPath:
         if workload is None:
             return None
         return json.dumps(workload.public(), separators=(",", ":")).encode()
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _body(receive: Any) -> Any:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 async def send_json(

@@ -6,9 +6,7 @@ import asyncio
 import base64
 import binascii
 import logging
-import re
 import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,26 +25,20 @@ from .cluster import start_dask, stop_dask, worker_bounds
 from .engine import Conflict, Engine, EngineError, EngineSettings, NotFound, Unavailable
 from .fastpath import StatusFastPath
 from .limits import DeployBodyLimit
-from .names import api_name_problem, is_workload_id
+from .names import is_workload_id
 from .options import APIOptions
 from .settings import GatewaySettings
 from .storage import Storage
-from .uploads import Body, check_payload, read_body
-from .webhook_policy import WebhookPolicy
+from .submission import (
+    HTTPError,
+    prefer_wait,
+    submit_workload,
+    valid_api,
+    webhook_policy,
+)
 from .workload import Status, Workload
 
 logger = logging.getLogger("asyncnb.gateway")
-
-MAX_PRIORITY = 1_000_000
-MAX_WAIT_S = 60.0
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
-
-
-class HTTPError(EngineError):
-    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status_code = status_code
-        self.headers = headers
 
 
 class DeployRequest(BaseModel):
@@ -111,40 +103,10 @@ async def require_admin(request: Request) -> None:
     _check_token(request, request.app.state.settings.effective_admin_token)
 
 
-def _policy(settings: GatewaySettings) -> WebhookPolicy:
-    return WebhookPolicy(allow=settings.webhook_allow, deny=settings.webhook_deny)
-
-
-def _valid_api(name: str, *, deploying: bool = False) -> str:
-    """Deploying a bad name is a bad request; addressing one finds no API (404)."""
-    problem = api_name_problem(name)
-    if problem:
-        raise HTTPError(400 if deploying else 404, problem)
-    return name
-
-
 def _valid_id(workload_id: str) -> str:
     if not is_workload_id(workload_id):
         raise HTTPError(400, f"invalid workload id {workload_id[:80]!r}: expected 32 hex digits")
     return workload_id
-
-
-def _prefer_wait(request: Request) -> float:
-    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
-    return min(float(match.group(1)), MAX_WAIT_S) if match else 0.0
-
-
-def _int_header(request: Request, name: str, low: int, high: int) -> int:
-    raw = request.headers.get(name)
-    if raw is None:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPError(422, f"{name} must be an integer, got {raw[:40]!r}") from None
-    if not low <= value <= high:
-        raise HTTPError(422, f"{name} must lie within [{low}, {high}], got {value}")
-    return value
 
 
 def _base_url(request: Request) -> str:
@@ -173,7 +135,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 webhook_backoff_s=settings.webhook_backoff_s,
                 sweep_interval_s=settings.sweep_interval_s,
                 autoscale_interval_s=settings.autoscale_interval_s,
-                webhook_policy=_policy(settings),
+                webhook_policy=webhook_policy(settings),
                 **worker_bounds(settings, cluster),
             ),
             cluster=cluster,
@@ -266,14 +228,14 @@ def _add_admin_routes(app: FastAPI) -> None:
 
     @app.put("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
     async def deploy(api: str, body: DeployRequest, request: Request) -> JSONResponse:
-        _valid_api(api, deploying=True)
+        valid_api(api, deploying=True)
         try:
             options = APIOptions.model_validate(body.options)
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", "options", *e["loc"])} for e in exc.errors()]
             ) from None
-        policy = _policy(request.app.state.settings)
+        policy = webhook_policy(request.app.state.settings)
         if options.webhook_url and (problem := policy.problem(options.webhook_url)):
             raise HTTPError(422, f"options.webhook_url: {problem}")
         try:
@@ -289,7 +251,7 @@ def _add_admin_routes(app: FastAPI) -> None:
 
     @app.delete("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
     async def undeploy(api: str, request: Request) -> dict[str, Any]:
-        _valid_api(api)
+        valid_api(api)
         await _engine(request).undeploy(api)
         return {"name": api, "deleted": True}
 
@@ -299,97 +261,26 @@ def _add_workload_routes(app: FastAPI) -> None:
 
     @app.post("/{api}", tags=["workloads"], status_code=202, dependencies=auth)
     async def submit(api: str, request: Request) -> JSONResponse:
-        engine = _engine(request)
-        state = engine.api(_valid_api(api))
-        if state.state == "error":
-            raise Unavailable(
-                f"API {api!r} failed to start and takes no work until redeployed: "
-                f"{(state.error or {}).get('message', '')}"
-            )
-        priority = _int_header(request, "x-priority", -MAX_PRIORITY, MAX_PRIORITY)
-        webhook_url = request.headers.get("x-webhook-url") or None
-        if webhook_url and (problem := _policy(request.app.state.settings).problem(webhook_url)):
-            raise HTTPError(422, f"X-Webhook-URL: {problem}")
-        key = request.headers.get("idempotency-key") or None
-        if key is not None and (len(key) > 255 or not key.isprintable()):
-            raise HTTPError(422, "Idempotency-Key must be 1-255 printable characters")
-        max_bytes = state.options.max_payload_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise HTTPError(413, f"payload is larger than max_payload_bytes={max_bytes}")
-        content_type = request.headers.get("content-type") or "application/octet-stream"
-        workload_id = engine.new_id(api, key)
-        # The id is claimed while the body streams in, so a concurrent replay of the same
-        # Idempotency-Key waits for this request instead of writing the same payload path.
-        while True:
-            existing = await engine.replay(api, workload_id) if key is not None else None
-            if existing is not None:
-                return _workload_response(
-                    existing,
-                    200 if existing.status.finished else 202,
-                    Location=f"/{api}/{existing.id}",
-                    **{"Idempotent-Replayed": "true"},
-                )
-            if engine.claim(workload_id):
-                break
-        try:
-            body: Body = await read_body(
-                request.stream(),
-                timeout_s=request.app.state.settings.body_timeout_s,
-                storage=engine.storage,
-                path=engine.storage.payload_path(api, workload_id),
-                inline_limit=engine.settings.inline_payload_bytes,
-                max_bytes=max_bytes,
-            )
-            if body.data is not None:
-                check_payload(body.data, content_type)
-            workload = Workload(
-                workload_id,
-                api,
-                created_at=time.time(),
-                content_type=content_type,
-                priority=priority,
-                body=body.data,
-                payload_stored=body.stored,
-                size=body.size,
-                webhook_url=webhook_url,
-                idempotency_key=key,
-            )
-            workload = await engine.accept(state, workload)
-        except BaseException as exc:
-            engine.release(workload_id, exc)
-            if isinstance(exc, Unavailable) and "body" in locals() and body.stored:
-                # The queue entry never landed: the streamed payload belongs to nothing.
-                await engine.io(
-                    engine.storage.delete, engine.storage.payload_path(api, workload_id)
-                )
-            raise
-        wait = _prefer_wait(request)
-        headers = {"Location": f"/{api}/{workload.id}"}
-        if wait:
-            await engine.wait(workload, wait)
-            headers["Preference-Applied"] = f"wait={wait:g}"
-            if workload.status.finished:
-                return _workload_response(workload, 200, **headers)
-        return JSONResponse(
-            {"id": workload.id, "status": workload.status.value}, status_code=202, headers=headers
+        answer = await submit_workload(
+            _engine(request), request.app.state.settings, api, request.headers, request.stream()
         )
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     @app.get("/{api}", tags=["apis"], dependencies=auth)
     async def api_status(api: str, request: Request) -> dict[str, Any]:
-        return _engine(request).api(_valid_api(api)).public(_base_url(request))
+        return _engine(request).api(valid_api(api)).public(_base_url(request))
 
     @app.get("/{api}/workloads", tags=["workloads"], dependencies=auth)
     async def list_workloads(
         api: str, request: Request, status: Status | None = None, limit: int = 100
     ) -> dict[str, Any]:
         engine = _engine(request)
-        engine.api(_valid_api(api))
+        engine.api(valid_api(api))
         limit = max(1, min(limit, 1000))
         return {"workloads": [w.public() for w in engine.recent(api, status, limit)]}
 
     async def _find(request: Request, api: str, workload_id: str) -> Workload:
-        _valid_api(api)
+        valid_api(api)
         _valid_id(workload_id)
         workload = await _engine(request).get(api, workload_id)
         if workload is None:
@@ -399,7 +290,7 @@ def _add_workload_routes(app: FastAPI) -> None:
     @app.get("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
     async def workload_status(api: str, workload_id: str, request: Request) -> JSONResponse:
         workload = await _find(request, api, workload_id)
-        wait = _prefer_wait(request)
+        wait = prefer_wait(request.headers)
         if wait:
             await _engine(request).wait(workload, wait)
         return _workload_response(workload, 200)
@@ -441,7 +332,7 @@ def _add_workload_routes(app: FastAPI) -> None:
 
     @app.delete("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
     async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
-        _valid_api(api)
+        valid_api(api)
         _valid_id(workload_id)
         workload = await _engine(request).cancel(api, workload_id)
         return _workload_response(workload, 200)
