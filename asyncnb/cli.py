@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-import ipaddress
 import json
-import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
 from .errors import AsyncNBError, GatewayError, UsageError
-from .options import APIOptions
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8765"
 
@@ -75,303 +69,17 @@ def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _store_client(ctx: click.Context, gateway: str, token: str | None) -> None:
-    ctx.ensure_object(dict)
-    ctx.obj["gateway"] = gateway
-    ctx.obj["token"] = token
-
-
-# serve ---------------------------------------------------------------------------------------
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int, help="0 picks a free port")
-@click.option(
-    "--storage",
-    envvar="ASYNCNB_STORAGE",
-    default=None,
-    help="fsspec URL (file://, s3://, memory://); default ~/.asyncnb/storage",
-)
-@click.option("--storage-options", default=None, help="JSON of fsspec storage options")
-@click.option("--scheduler", default=None, help="address of an existing Dask scheduler")
-@click.option("--cluster", default=None, help="module:callable returning a Dask Cluster")
-@click.option("--workers", "n_workers", type=int, default=None, help="LocalCluster workers")
-@click.option("--threads-per-worker", type=int, default=None)
-@click.option("--worker-resources", default=None, help="e.g. GPU=1 (LocalCluster workers)")
-@click.option("--token", envvar="ASYNCNB_TOKEN", default=None)
-@click.option("--admin-token", envvar="ASYNCNB_ADMIN_TOKEN", default=None)
-@click.option("--public-url", default=None, help="URL shown to users in endpoints")
-@click.option("--insecure", is_flag=True, help="allow a non-loopback --host without a token")
-@click.option("--webhook-attempts", type=int, default=6, show_default=True)
-@click.option(
-    "--webhook-backoff",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="first webhook retry delay in seconds, doubled each time",
-)
-@click.option(
-    "--max-chunk",
-    type=int,
-    default=64,
-    show_default=True,
-    help="most queued workloads sent to Dask as one task",
-)
-@click.option(
-    "--prefetch",
-    type=int,
-    default=1,
-    show_default=True,
-    help="chunks waiting on each worker slot beyond the running one, under a backlog",
-)
-@click.option(
-    "--max-deploy-bytes",
-    type=int,
-    default=512 * 1024 * 1024,
-    show_default=True,
-    help="largest PUT /apis/{api} body",
-)
-@click.option(
-    "--autoscale-interval",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="seconds between autoscaling decisions (>= 1)",
-)
-@click.option(
-    "--min-workers",
-    type=int,
-    default=None,
-    help="fewest workers autoscaling keeps (default: --workers; 0 for --cluster)",
-)
-@click.option(
-    "--max-workers",
-    type=int,
-    default=None,
-    help="most workers autoscaling starts (default: --workers; none for --cluster)",
-)
-@click.option(
-    "--webhook-allow",
-    default="",
-    help="comma list of hosts, .domains or networks webhooks may reach (default: any not denied)",
-)
-@click.option(
-    "--webhook-deny",
-    default="",
-    help="comma list of hosts, .domains or networks "
-    "webhooks must not reach (link-local and metadata are always denied)",
-)
-@click.option(
-    "--body-timeout",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="seconds a client may pause while sending a body (slow clients get 408)",
-)
-@click.option("--log-level", default="warning", show_default=True)
-@_fail_cleanly
-def serve(**kw: Any) -> None:
-    """Run a gateway (and a LocalCluster unless --scheduler or --cluster is given)."""
-    from .serve import serve as run
-    from .settings import GatewaySettings, parse_resources
-    from .storage import default_storage_url
-
-    if kw["scheduler"] and (kw["n_workers"] or kw["cluster"]):
-        raise UsageError("--scheduler excludes --workers and --cluster")
-    if kw["autoscale_interval"] < 1:
-        raise UsageError("--autoscale-interval must be at least 1 second")
-    if not _is_loopback(kw["host"]) and not kw["token"] and not kw["insecure"]:
-        raise UsageError(
-            f"refusing to listen on {kw['host']} without --token; pass --insecure to insist"
-        )
-    logging.basicConfig(level=kw["log_level"].upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = GatewaySettings(
-        host=kw["host"],
-        port=kw["port"],
-        storage=kw["storage"] or default_storage_url(),
-        storage_options=json.loads(kw["storage_options"]) if kw["storage_options"] else {},
-        scheduler=kw["scheduler"],
-        cluster=kw["cluster"],
-        n_workers=kw["n_workers"],
-        threads_per_worker=kw["threads_per_worker"],
-        worker_resources=parse_resources(kw["worker_resources"]),
-        token=kw["token"],
-        admin_token=kw["admin_token"],
-        public_url=kw["public_url"],
-        webhook_attempts=kw["webhook_attempts"],
-        webhook_backoff_s=kw["webhook_backoff"],
-        max_chunk=kw["max_chunk"],
-        prefetch=kw["prefetch"],
-        max_deploy_bytes=kw["max_deploy_bytes"],
-        autoscale_interval_s=kw["autoscale_interval"],
-        webhook_allow=tuple(e for e in kw["webhook_allow"].split(",") if e.strip()),
-        webhook_deny=tuple(e for e in kw["webhook_deny"].split(",") if e.strip()),
-        body_timeout_s=kw["body_timeout"],
-        min_workers=kw["min_workers"],
-        max_workers=kw["max_workers"],
-    )
-
-    from .cluster import check_storage_reachable
-    from .storage import Storage
-
-    check_storage_reachable(settings, Storage(settings.storage, settings.storage_options))
-
-    def ready(url: str) -> None:
-        click.echo(f"asyncnb gateway ready at {url} (storage {settings.storage})", err=False)
-        sys.stdout.flush()
-
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
-    asyncio.run(run(settings, ready))
-
-
-# deploy --------------------------------------------------------------------------------------
-def load_class(target: str) -> type:
-    """`path/to/file.py:ClassName` → the class, loaded from the file."""
-    path_text, sep, class_name = target.rpartition(":")
-    if not sep or not path_text or not class_name:
-        raise UsageError(f"{target!r} must be FILE.py:ClassName")
-    path = Path(path_text)
-    if not path.is_file():
-        raise UsageError(f"no such file: {path}")
-    module_name = f"asyncnb_user_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot load {path} as Python")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    try:
-        return getattr(module, class_name)
-    except AttributeError:
-        raise UsageError(f"{path} defines no {class_name!r}") from None
-
-
-def _option_flags(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One --flag per deploy option, so the CLI never lags behind APIOptions."""
-    for name, field in reversed(list(APIOptions.model_fields.items())):
-        func = click.option(
-            f"--{name.replace('_', '-')}", name, default=None, help=field.description
-        )(func)
-    return func
-
-
-@main.command()
-@click.argument("target")
-@click.option("--name", default=None, help="API name (DNS label)")
-@click.option("--config", default=None, help="JSON object passed to __init__(config)")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="KEY VALUE",
-    help="notebook parameter, when running a notebook headless",
-)
-@click.option("--output", default=None, help="where the headless run writes its notebook")
-@_option_flags
-@_client_options
-@click.pass_context
-@_fail_cleanly
-def deploy(
-    ctx: click.Context,
-    target: str,
-    name: str | None,
-    config: str | None,
-    parameters: tuple[tuple[str, str], ...],
-    output: str | None,
-    gateway: str,
-    token: str | None,
-    **options: Any,
-) -> None:
-    """Deploy FILE.py:Class or a notebook as API NAME.
-
-    \b
-    asyncnb deploy predictor.py:Class --name N    a predictor class
-    asyncnb deploy report.ipynb --name N          the whole notebook, run per workload
-    asyncnb deploy setup.ipynb [-p key value]     run the notebook headless: its %%async_api
-                                                  cells deploy to --gateway
-    """
-    _store_client(ctx, gateway, token)
-    chosen = {k: _parse_value(v) for k, v in options.items() if v is not None}
-    if target.endswith(".ipynb") and name is None:
-        _run_notebook(target, dict(parameters), output, gateway, token)
-        return
-    if name is None:
-        raise UsageError("--name is required (except to run a notebook headless)")
-    if target.endswith(".ipynb"):
-        api = _client(ctx).deploy_notebook(target, name, **chosen)
-    else:
-        cls = load_class(target)
-        parsed_config = json.loads(config) if config else None
-        if parsed_config is not None and not isinstance(parsed_config, dict):
-            raise UsageError("--config must be a JSON object")
-        api = _client(ctx).deploy(cls, name, parsed_config, **chosen)
-    info = api.status()
-    click.echo(f"deployed {name} v{info['version']} ({info['state']}) at {api.url}")
-    if api.webhook_secret:
-        click.echo(f"webhook secret: {api.webhook_secret}")
-
-
-def _run_notebook(
-    path: str, parameters: dict[str, str], output: str | None, gateway: str, token: str | None
-) -> None:
-    """Run a notebook with papermill so that its %%async_api cells deploy to `gateway`."""
-    import os
-    import tempfile
-
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from .client import Client
-
-    if not Path(path).is_file():
-        raise UsageError(f"no such notebook: {path}")
-    before = {a["name"]: a["version"] for a in Client(gateway, token).apis()}
-    os.environ["ASYNCNB_GATEWAY"] = gateway  # inherited by the kernel papermill starts
-    if token:
-        os.environ["ASYNCNB_TOKEN"] = token
-    target = output or str(Path(tempfile.mkdtemp(prefix="asyncnb-run-")) / Path(path).name)
-    try:
-        papermill.execute_notebook(
-            path,
-            target,
-            parameters={k: _parse_value(v) for k, v in parameters.items()},
-            progress_bar=False,
-            cwd=str(Path(path).resolve().parent),
-        )
-    except PapermillExecutionError as exc:
-        raise UsageError(
-            f"{path} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue} "
-            f"(executed notebook: {target})"
-        ) from None
-    after = Client(gateway, token).apis()
-    changed = [
-        f"{a['name']} v{a['version']}" for a in after if before.get(a["name"]) != a["version"]
-    ]
-    click.echo(
-        f"ran {path} (executed notebook: {target}); deployed: " + (", ".join(changed) or "nothing")
-    )
-
-
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _store_client(ctx: click.Context, gateway: str, token: str | None) -> None:
+    ctx.ensure_object(dict)
+    ctx.obj["gateway"] = gateway
+    ctx.obj["token"] = token
 
 
 # workloads -----------------------------------------------------------------------------------
@@ -565,6 +273,9 @@ def get(ctx: click.Context, name: str | None, gateway: str, token: str | None) -
         )
     console.print(table)
 
+
+# The commands of the other modules register themselves on `main` when imported.
+from . import cli_deploy, cli_serve  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()
