@@ -29,7 +29,7 @@ RETRY_WAIT = "retry-wait"  # a workload's `chunk` while it waits out its retry b
 
 
 class Chunk:
-    __slots__ = ("future", "key", "worker", "workloads")
+    __slots__ = ("announced", "future", "key", "worker", "workloads")
 
     def __init__(
         self, key: str, workloads: list[Workload], future: Any, worker: str | None
@@ -38,6 +38,7 @@ class Chunk:
         self.workloads = workloads
         self.future = future
         self.worker = worker
+        self.announced = False  # a worker said "started" (a chunk ending within ms does not)
 
 
 def _error_of(exc: BaseException, type_name: str | None = None) -> dict[str, str]:
@@ -321,8 +322,8 @@ class Dispatcher:
             if workload is None or workload.status.finished or workload.chunk is not chunk:
                 continue
             workload.chunk = None
-            if workload.attempts == 0:
-                workload.attempts = 1
+            if not chunk.announced:
+                workload.attempts += 1  # this run was never announced: count it now
             workload.started_at = workload.started_at or outcome.get("started_at")
             if outcome.get("init_failed"):
                 init_failed = outcome["error"]
@@ -383,6 +384,7 @@ class Dispatcher:
                 chunk = workload.chunk
                 if not isinstance(chunk, Chunk) or chunk.key != message.get("key"):
                     continue
+                chunk.announced = True
                 workload.attempts += 1
                 workload.status = Status.IN_PROGRESS
                 workload.started_at = message.get("t") or time.time()

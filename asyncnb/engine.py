@@ -59,6 +59,7 @@ class EngineSettings:
     max_chunk: int = 64
     prefetch: int = 1
     finished_cache: int = 100_000
+    finished_cache_bytes: int = 256 * 1024 * 1024
     webhook_attempts: int = 6
     webhook_backoff_s: float = 1.0
     sweep_interval_s: float = 3600.0
@@ -96,6 +97,7 @@ class Engine:
         )
         self._live: dict[str, Workload] = {}
         self._finished: OrderedDict[str, Workload] = OrderedDict()
+        self._finished_bytes = 0
         self._accepting: dict[str, asyncio.Future[Workload]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -294,12 +296,21 @@ class Engine:
             pass
 
     def recent(self, api: str, status: Status | None, limit: int) -> list[Workload]:
-        """Newest first: live workloads, then finished ones still in memory."""
+        """Newest first, from memory: live workloads, then finished ones still cached.
+
+        Both dicts keep arrival order (finish order for the cache), so walking each from its
+        end and stopping after `limit` matches stays cheap with 100k workloads queued.
+        """
         found: list[Workload] = []
-        for source in (reversed(list(self._live.values())), reversed(self._finished.values())):
-            for workload in source:
+        for source in (self._live, self._finished):
+            taken = 0
+            for workload_id in reversed(source):
+                workload = source[workload_id]
                 if workload.api == api and (status is None or workload.status is status):
                     found.append(workload)
+                    taken += 1
+                    if taken == limit:
+                        break
         found.sort(key=lambda w: w.created_at, reverse=True)
         return found[:limit]
 
@@ -382,10 +393,21 @@ class Engine:
                 self.spawn(self._deliver(state, workload, url))
 
     def _remember_finished(self, workload: Workload) -> None:
+        """Keep recent finished workloads (and their inline results) for fast reads.
+
+        Bounded by count and by the bytes of inline results, which may be up to 1 MiB each.
+        """
+        previous = self._finished.pop(workload.id, None)
+        if previous is not None:
+            self._finished_bytes -= len(previous.result_data or b"")
         self._finished[workload.id] = workload
-        self._finished.move_to_end(workload.id)
-        while len(self._finished) > self.settings.finished_cache:
-            self._finished.popitem(last=False)
+        self._finished_bytes += len(workload.result_data or b"")
+        while self._finished and (
+            len(self._finished) > self.settings.finished_cache
+            or self._finished_bytes > self.settings.finished_cache_bytes
+        ):
+            _, evicted = self._finished.popitem(last=False)
+            self._finished_bytes -= len(evicted.result_data or b"")
 
     def _workload_dir(self, api: str, workload_id: str) -> str:
         return self.storage.path("workloads", api, workload_id)

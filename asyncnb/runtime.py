@@ -39,6 +39,15 @@ class Timeout(Exception):
     """A predict call ran past the API's timeout_s."""
 
 
+def _current_worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ValueError, ImportError):
+        return None
+
+
 def _emit(message: dict[str, Any]) -> None:
     try:
         from distributed import get_worker
@@ -207,17 +216,36 @@ def run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[st
         return _run_chunk(spec, items)
 
 
+_START_EVENT_AFTER_S = 0.005
+
+
 def _run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     started = time.time()
-    _emit(
-        {
-            "kind": "start",
-            "api": spec["api"],
-            "ids": [i["id"] for i in items],
-            "key": _task_key(),
-            "t": started,
-        }
+    start_event = {
+        "kind": "start",
+        "api": spec["api"],
+        "ids": [i["id"] for i in items],
+        "key": _task_key(),
+        "t": started,
+    }
+    # A chunk that ends within a few milliseconds needs no "started" event (its outcome says
+    # so), and sending one would hold its result behind the event in Dask's batched stream.
+    worker = _current_worker()  # the timer's thread is not a task thread: capture it here
+    announce = threading.Timer(
+        _START_EVENT_AFTER_S,
+        lambda: worker.log_event(EVENT_TOPIC, start_event) if worker is not None else None,
     )
+    announce.daemon = True
+    announce.start()
+    try:
+        return _run_items(spec, items, started)
+    finally:
+        announce.cancel()
+
+
+def _run_items(
+    spec: dict[str, Any], items: list[dict[str, Any]], started: float
+) -> list[dict[str, Any]]:
     try:
         predictor = load_predictor(spec)
     except PredictorInitError as exc:

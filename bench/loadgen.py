@@ -76,11 +76,19 @@ class _Run:
     """State shared by the submitter lanes and pollers of one load run."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, url: str, concurrency: int, poll_interval: float
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        concurrency: int,
+        poll_interval: float,
+        body: bytes | None = None,
+        content_type: str = "application/octet-stream",
     ) -> None:
         self.session = session
         self.url = url.rstrip("/")
         self.poll_interval = poll_interval
+        self.body = body
+        self.content_type = content_type
         # One gate for POSTs and GETs alike so C really bounds the requests in flight;
         # asyncio.Semaphore is FIFO, so pollers interleave with submitters instead of starving.
         self.gate = asyncio.Semaphore(concurrency)
@@ -101,7 +109,7 @@ class _Run:
             started = time.perf_counter()
             s.first_submit = min(s.first_submit, started)
             try:
-                async with self.session.post(self.url, json={"x": i}) as resp:
+                async with self._post(i) as resp:
                     body = await resp.json(content_type=None)
                     ok = resp.status == 202 and isinstance(body, dict) and "id" in body
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
@@ -114,6 +122,14 @@ class _Run:
             return None, started
         s.submit_latency.append(done - started)
         return str(body["id"]), started
+
+    def _post(self, i: int) -> Any:
+        if self.body is None:
+            return self.session.post(self.url, json={"x": i})
+        # One shared bytes object for every request: large payloads are not copied per lane.
+        return self.session.post(
+            self.url, data=self.body, headers={"Content-Type": self.content_type}
+        )
 
     async def _poll(self, workload_id: str, submitted: float) -> None:
         s = self.samples
@@ -180,13 +196,20 @@ async def run_load(
     concurrency: int = 64,
     poll_interval: float = 0.01,
     timeout: float = 120.0,
+    *,
+    body: bytes | None = None,
+    content_type: str = "application/octet-stream",
+    request_timeout: float = 30.0,
 ) -> dict[str, Any]:
-    """Drive `n` workloads through `url` (``http://host:port/{api}``) and summarise the run."""
+    """Drive `n` workloads through `url` (``http://host:port/{api}``) and summarise the run.
+
+    Each workload is the JSON ``{"x": i}``, or `body` (sent as `content_type`) when given.
+    """
     check_loopback(url)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    request_timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=request_timeout) as session:
-        run = _Run(session, url, concurrency, poll_interval)
+    per_request = aiohttp.ClientTimeout(total=request_timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=per_request) as session:
+        run = _Run(session, url, concurrency, poll_interval, body, content_type)
         indices = iter(range(n))
         lanes = [run.submit_lane(indices) for _ in range(concurrency)]
         timed_out = False

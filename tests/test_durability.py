@@ -89,6 +89,7 @@ def test_kill9_worker_reruns_its_workloads(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             busy = int(next(marks.iterdir()).name)
+            time.sleep(0.1)  # past the 5 ms after which a running chunk announces its start
             os.kill(busy, signal.SIGKILL)
             finished = wait_all(http, "work", ids)
         assert {info["status"] for info in finished.values()} == {"completed"}

@@ -1,0 +1,334 @@
+"""Cost of a growing queue: submit rate and gateway memory at 1k/10k/100k queued workloads.
+
+    python -m bench.queue_cost [--levels 1000,10000,100000] [--quick] [--json out.json]
+
+`asyncnb serve --workers 0 --min-workers 0 --max-workers 0` runs no Dask worker and may start
+none, so nothing drains the queue: every accepted workload stays queued in the gateway. The
+no-op API is deployed (it stays `deploying`, which still accepts work) and 64 aiohttp
+submitters POST small JSON workloads until each level is reached. At each level we record
+
+- the submit rate of the last `--window` submits before the level (warm, steady state);
+- the RSS of the `asyncnb serve` process alone, as growth per queued workload relative to the
+  empty queue.
+
+Then the gateway is killed with SIGKILL and restarted on the same storage, and we time how
+long it takes until `GET /noop` reports every workload queued again (the journal replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.harness import (
+    BenchError,
+    Gateway,
+    api_status,
+    deadline,
+    deploy_api,
+    hard_kill,
+    log,
+    log_targets,
+    machine_meta,
+    start_gateway,
+    target,
+    write_json,
+)
+from bench.loadgen import check_loopback, percentile
+
+API = "noop"
+WARMUP_API = "warmup"
+PREDICTOR = "bench/noop_predictor.py:NoOp"
+NO_WORKERS = ("--min-workers", "0", "--max-workers", "0")
+DEFAULT_LEVELS = (1_000, 10_000, 100_000)
+QUICK_LEVELS = (1_000, 3_000, 10_000)
+RATE_TARGET = 0.8  # submit rate at the largest level, relative to the smallest
+BYTES_TARGET = 2048  # gateway RSS per queued small workload
+
+
+@dataclass
+class Level:
+    depth: int
+    window: int
+    submit_per_s: float
+    batch_per_s: float
+    submit_p50_ms: float
+    submit_p99_ms: float
+    submit_max_ms: float
+    rss_bytes: int
+    rss_growth_bytes: int
+    bytes_per_workload: float
+    phase_s: float
+
+
+# --------------------------------------------------------------------------- submitting
+
+
+async def submit_batch(
+    session: aiohttp.ClientSession, url: str, first: int, count: int, concurrency: int
+) -> tuple[list[float], list[float]]:
+    """POST `count` workloads with `concurrency` lanes: (completion times, latencies), in order."""
+    done: list[float] = []
+    latency: list[float] = []
+    indices = iter(range(first, first + count))
+
+    async def lane() -> None:
+        for i in indices:  # the lanes share one iterator: each index is sent once
+            sent = time.perf_counter()
+            async with session.post(url, json={"x": i}) as resp:
+                body = await resp.read()
+                if resp.status != 202:
+                    raise BenchError(f"POST {url} answered {resp.status}: {body[:200]!r}")
+            done.append(time.perf_counter())
+            latency.append(done[-1] - sent)
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return done, latency
+
+
+def steady_window(count: int, window: int, edge: int) -> tuple[int, int]:
+    """Indices [start, end] of the last `window` completions of the steady part of a batch.
+
+    The first and last `edge` completions are left out: at the start the lanes ramp up, and
+    at the end the last requests in flight complete with nothing sent behind them, which
+    would inflate the rate.
+    """
+    edge = min(edge, max(0, (count - 2) // 4))
+    end = count - 1 - edge
+    return max(edge, end - window), end
+
+
+def rate(done: Sequence[float], start: int, end: int) -> float:
+    return (end - start) / (done[end] - done[start]) if end > start else float("nan")
+
+
+async def warm_up(
+    session: aiohttp.ClientSession, gateway: Gateway, count: int, concurrency: int
+) -> None:
+    """Submit `count` workloads to a second API right before the first level.
+
+    Without it the first level pays alone for opening the keep-alive connections, for the
+    gateway's first submits, and for starting up after idling (on this 2-core VM the first
+    few hundred submits after a second of quiet run at about half speed), which would flatter
+    the rate ratio. The warm-up workloads stay queued on the other API, and the empty-queue
+    baseline is read after them.
+    """
+    if count > 0:
+        await submit_batch(session, gateway.url(WARMUP_API), 0, count, concurrency)
+
+
+async def fill_levels(
+    gateway: Gateway, levels: Sequence[int], window: int, concurrency: int, warmup: int
+) -> tuple[int, list[Level]]:
+    url = gateway.url(API)
+    check_loopback(url)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await warm_up(session, gateway, warmup, concurrency)
+        # Levels follow each other without a pause (see warm_up); one RSS reading is enough
+        # since nothing in the gateway frees memory while the queue only grows.
+        empty = gateway.rss()
+        results: list[Level] = []
+        depth = 0
+        for level in levels:
+            phase_start = time.perf_counter()
+            done, latency = await submit_batch(session, url, depth, level - depth, concurrency)
+            depth = level
+            rss = gateway.rss()
+            await check_depth(session, url, level)
+            found = summarise_level(level, done, latency, window, concurrency)
+            found.rss_bytes, found.rss_growth_bytes = rss, rss - empty
+            found.bytes_per_workload = (rss - empty) / level
+            found.phase_s = time.perf_counter() - phase_start
+            results.append(found)
+    for found in results:
+        log(
+            f"[queue] {found.depth:>7} queued: {found.submit_per_s:7.0f} submits/s "
+            f"(last {found.window}), RSS +{found.rss_growth_bytes / 2**20:.1f} MiB = "
+            f"{found.bytes_per_workload:.0f} B/workload"
+        )
+    return empty, results
+
+
+def summarise_level(
+    level: int,
+    done: Sequence[float],
+    latency: Sequence[float],
+    window: int,
+    concurrency: int,
+) -> Level:
+    """The rate and latency figures of one level; memory is filled in by the caller."""
+    start, end = steady_window(len(done), window, concurrency)
+    first, _ = steady_window(len(done), len(done), concurrency)
+    recent = latency[start + 1 : end + 1]
+    return Level(
+        depth=level,
+        window=end - start,
+        submit_per_s=rate(done, start, end),
+        batch_per_s=rate(done, first, end),
+        submit_p50_ms=percentile(recent, 50) * 1000,
+        submit_p99_ms=percentile(recent, 99) * 1000,
+        # The slowest submit of the whole batch: where the gateway's event loop stalled.
+        submit_max_ms=max(latency, default=float("nan")) * 1000,
+        rss_bytes=0,
+        rss_growth_bytes=0,
+        bytes_per_workload=0.0,
+        phase_s=0.0,
+    )
+
+
+async def check_depth(session: aiohttp.ClientSession, url: str, expected: int) -> None:
+    async with session.get(url) as resp:
+        depth = int((await resp.json())["queue_depth"])
+    if depth != expected:
+        raise BenchError(f"queue_depth is {depth}, expected {expected}: did a worker drain it?")
+
+
+# --------------------------------------------------------------------------- restart
+
+
+def journal_bytes(storage: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(storage / "journal"):
+        total += sum(os.path.getsize(os.path.join(folder, f)) for f in files)
+    return total
+
+
+def time_restart(
+    stack: contextlib.ExitStack, gateway: Gateway, expected: int, timeout: float
+) -> dict[str, Any]:
+    """SIGKILL the gateway, start it on the same storage, time until the queue is back."""
+    hard_kill(gateway.proc)
+    started = time.perf_counter()
+    again = start_gateway(
+        stack,
+        gateway.workdir,
+        workers=0,
+        storage=gateway.storage,
+        extra=NO_WORKERS,
+        name="asyncnb-serve-restart",
+        startup_timeout=timeout,
+    )
+    healthy = time.perf_counter() - started
+    while True:
+        depth = int(api_status(again, API)["queue_depth"])
+        if depth == expected:
+            break
+        if depth > expected or time.perf_counter() - started > timeout:
+            raise BenchError(f"after the restart queue_depth is {depth}, expected {expected}")
+        time.sleep(0.02)
+    recovered = time.perf_counter() - started
+    return {
+        "queued": expected,
+        "healthz_s": healthy,
+        "recovered_s": recovered,
+        "rss_after_bytes": again.rss(),
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(opts: argparse.Namespace) -> dict[str, Any]:
+    levels = sorted(opts.levels)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        started = time.perf_counter()
+        gateway = start_gateway(stack, Path(tmp), workers=0, extra=NO_WORKERS)
+        cold_start_s = time.perf_counter() - started
+        deploy_api(gateway, PREDICTOR, API)
+        deploy_api(gateway, PREDICTOR, WARMUP_API)
+        log(f"[queue] gateway up in {cold_start_s:.1f} s; filling to {levels}")
+        empty, results = asyncio.run(fill_levels(gateway, levels, opts.window, opts.c, opts.warmup))
+        out: dict[str, Any] = {
+            "concurrency": opts.c,
+            "warmup": opts.warmup,
+            "cold_start_s": cold_start_s,
+            "empty_rss_bytes": empty,
+            "levels": [asdict(r) for r in results],
+            "journal_bytes": journal_bytes(gateway.storage),
+        }
+        if opts.restart:
+            log(f"[queue] kill -9 and restart with {levels[-1]} queued")
+            out["restart"] = time_restart(stack, gateway, levels[-1], opts.restart_timeout)
+            log(f"[queue] recovered in {out['restart']['recovered_s']:.2f} s")
+        return out
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    levels = results["levels"]
+    first, last = levels[0], levels[-1]
+    ratio = last["submit_per_s"] / first["submit_per_s"]
+    per = last["bytes_per_workload"]
+    return [
+        target(
+            f"submit rate at {last['depth']:,} queued vs {first['depth']:,}",
+            f">= {RATE_TARGET:.0%}",
+            f"{ratio:.0%} ({last['submit_per_s']:.0f}/s vs {first['submit_per_s']:.0f}/s)",
+            ratio >= RATE_TARGET,
+        ),
+        target(
+            f"gateway memory per queued small workload (at {last['depth']:,})",
+            f"<= {BYTES_TARGET / 1024:.0f} KiB",
+            f"{per:.0f} B",
+            per <= BYTES_TARGET,
+        ),
+    ]
+
+
+def _levels(text: str) -> list[int]:
+    return [int(float(part)) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.queue_cost", description=__doc__)
+    parser.add_argument("--levels", type=_levels, default=None, help="e.g. 1000,10000,100000")
+    parser.add_argument("--window", type=int, default=1000, help="submits per rate sample")
+    parser.add_argument("-c", type=int, default=64, help="concurrent submitters")
+    parser.add_argument("--warmup", type=int, default=1000, help="submits before measuring")
+    parser.add_argument("--no-restart", dest="restart", action="store_false")
+    parser.add_argument("--restart-timeout", type=float, default=300.0, help="seconds")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for it all")
+    parser.add_argument("--quick", action="store_true", help=f"levels {QUICK_LEVELS}")
+    parser.add_argument("--json", type=Path, default=None, help="write results here")
+    args = parser.parse_args(argv)
+    if args.levels is None:
+        args.levels = list(QUICK_LEVELS if args.quick else DEFAULT_LEVELS)
+    if min(args.levels) < 1 or args.window < 1:
+        parser.error("levels and window must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw)
+    meta = machine_meta(["python -m bench.queue_cost", *raw])
+    try:
+        with deadline(args.timeout, "bench.queue_cost"):
+            results = run(args)
+    except BenchError as exc:
+        log(f"[queue] FAILED: {exc}")
+        write_json(args.json, {"meta": meta, "error": str(exc)})
+        return 1
+    checks = evaluate(results)
+    log_targets("queue", checks)
+    write_json(args.json, {"meta": meta, "results": results, "targets": checks})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
