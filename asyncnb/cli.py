@@ -278,4 +278,8 @@ def get(ctx: click.Context, name: str | None, gateway: str, token: str | None) -
 from . import cli_deploy, cli_serve  # noqa: E402, F401
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m asyncnb.cli`, this module is `__main__`; the commands registered
+    # themselves on the `main` of `asyncnb.cli`, so that is the one to call.
+    from asyncnb.cli import main as registered_main
+
+    registered_main()
