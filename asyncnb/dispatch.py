@@ -63,6 +63,7 @@ class Dispatcher:
         self._worker_names: dict[str, Any] = {}
         self._warming = 0
         self._scheduler_id: str | None = None
+        self._chunks: set[Chunk] = set()
         self._last_refresh = 0.0
         self._closing = False
 
@@ -87,6 +88,10 @@ class Dispatcher:
             identity = await self.client.scheduler.identity(n_workers=-1)
         except Exception as exc:
             logger.warning("cannot reach the Dask scheduler: %s", exc)
+            # Nothing is dispatched to workers we cannot see; they may be gone for good.
+            self._worker_resources, self._worker_names = {}, {}
+            for state in self.engine.apis.values():
+                self.count_workers(state)
             return
         scheduler_id = identity.get("id")
         if self._scheduler_id is not None and scheduler_id != self._scheduler_id:
@@ -108,6 +113,10 @@ class Dispatcher:
         """
         logger.warning("the Dask scheduler was replaced: resubscribing and re-warming APIs")
         self.client.subscribe_topic(EVENT_TOPIC, self._on_event)
+        # Chunks handed to the old scheduler are lost, even those whose futures still look
+        # pending: cancelling them requeues their workloads.
+        for chunk in list(self._chunks):
+            chunk.future.cancel()
         for state in self.engine.apis.values():
             if state.state != APIState.ERROR:
                 self.warm(state)
@@ -255,6 +264,7 @@ class Dispatcher:
             workload.version = state.version
             state.running[workload.id] = workload
         state.chunks_in_flight += 1
+        self._chunks.add(chunk)
         self.engine.spawn(self._collect(state, chunk))
 
     def _submit_chunk(
@@ -285,6 +295,7 @@ class Dispatcher:
             outcomes = []
             await self._chunk_failed(state, chunk, exc)
         finally:
+            self._chunks.discard(chunk)
             state.chunks_in_flight -= 1
             if chunk.worker and self._chunks_on.get(chunk.worker):
                 self._chunks_on[chunk.worker] -= 1
