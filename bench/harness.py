@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,6 +32,7 @@ from bench.run import (
     child_env,
     free_port,
     http_get,
+    run_deploy,
     start_process,
     wait_until,
 )
@@ -136,15 +136,7 @@ def deploy_api(gateway: Gateway, target: str, name: str, **options: Any) -> None
     argv = [str(ASYNCNB_BIN), "deploy", target, "--name", name, "--gateway", gateway.base]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", json.dumps(value)]
-    try:
-        done = subprocess.run(
-            argv, cwd=REPO_ROOT, env=child_env(), capture_output=True, timeout=DEPLOY_TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"asyncnb deploy {name} timed out") from exc
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
-        raise BenchError(f"asyncnb deploy {name} exited {done.returncode}:\n{output}")
+    run_deploy(argv, name)
 
 
 def api_status(gateway: Gateway, api: str, timeout: float = 5.0) -> dict[str, Any]:

@@ -250,18 +250,21 @@ def start_asyncnb(stack: contextlib.ExitStack, workdir: Path, opts: Options) -> 
 
 
 def deploy_noop(exe: Path, base: str) -> None:
-    argv = [
-        str(exe), "deploy", "bench/noop_predictor.py:NoOp", "--name", API, "--gateway", base,
-    ]  # fmt: skip
+    run_deploy([str(exe), "deploy", "bench/noop_predictor.py:NoOp", "--name", API,
+                "--gateway", base], API)  # fmt: skip
+
+
+def run_deploy(argv: list[str], name: str) -> None:
+    """Run an `asyncnb deploy` command line as a user would; BenchError when it fails."""
     try:
         done = subprocess.run(
             argv, cwd=REPO_ROOT, env=child_env(), capture_output=True, timeout=DEPLOY_TIMEOUT_S
         )
     except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"asyncnb deploy timed out after {DEPLOY_TIMEOUT_S:.0f}s") from exc
+        raise BenchError(f"asyncnb deploy {name} timed out after {DEPLOY_TIMEOUT_S:.0f}s") from exc
     if done.returncode != 0:
         output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
-        raise BenchError(f"asyncnb deploy exited {done.returncode}:\n{output}")
+        raise BenchError(f"asyncnb deploy {name} exited {done.returncode}:\n{output}")
 
 
 def api_ready(url: str) -> bool:
