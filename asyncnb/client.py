@@ -25,6 +25,7 @@ from .errors import (
     WorkloadCancelled,
     WorkloadFailed,
 )
+from .names import api_name_problem, is_workload_id
 from .predictor import check_predictor_class, decode_payload
 
 _LONG_POLL_S = 20.0
@@ -133,6 +134,7 @@ class Client:
         self, cls: type, name: str, config: dict[str, Any] | None = None, **options: Any
     ) -> AsyncAPI:
         """Deploy (or redeploy as a new version) `cls` as the API `name`."""
+        checked_api_name(name)
         check_predictor_class(cls)
         body = {
             "predictor": base64.b64encode(pickle_predictor(cls)).decode(),
@@ -169,7 +171,15 @@ class Client:
         return list(self.get_json("/apis")["apis"])
 
     def undeploy(self, name: str) -> None:
-        self.request("DELETE", f"/apis/{name}")
+        self.request("DELETE", f"/apis/{checked_api_name(name)}")
+
+
+def checked_api_name(name: str) -> str:
+    """`name`, or a UsageError before it can reach a URL (where httpx would resolve '..')."""
+    problem = api_name_problem(name)
+    if problem is not None:
+        raise UsageError(problem)
+    return name
 
 
 def _in_kernel() -> bool:
@@ -196,7 +206,7 @@ class AsyncAPI:
 
     def __init__(self, client: Client, name: str) -> None:
         self.client = client
-        self.name = name
+        self.name = checked_api_name(name)
         self.webhook_secret: str | None = None
         self._dashboard: Any = None
 
@@ -304,6 +314,8 @@ class Workload:
     """One submitted workload."""
 
     def __init__(self, api: AsyncAPI, workload_id: str) -> None:
+        if not is_workload_id(workload_id):
+            raise UsageError(f"invalid workload id {workload_id[:80]!r}: expected 32 hex digits")
         self.api = api
         self.id = workload_id
 

@@ -52,6 +52,10 @@ class Unavailable(EngineError):
     status_code = 503
 
 
+class StorageTimeout(Unavailable):
+    pass
+
+
 @dataclass
 class EngineSettings:
     inline_payload_bytes: int = 1024 * 1024
@@ -67,6 +71,8 @@ class EngineSettings:
     webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
     min_workers: int = 0
     max_workers: int | None = None
+    # a stalled object store (no answer, not refused) must cost a request seconds, not minutes
+    storage_timeout_s: float = 10.0
 
 
 class Engine:
@@ -130,7 +136,18 @@ class Engine:
         return task
 
     async def io(self, func: Callable[..., T], *args: Any) -> T:
-        """Storage calls: inline for local disk (fast), on a thread for object stores."""
+        """Storage calls: inline for local disk (fast), on a thread for object stores, given
+        up after `storage_timeout_s` (the call itself may still land later)."""
+        if self.storage.is_local or not self.storage.shared_across_processes:
+            return func(*args)
+        deadline = self.settings.storage_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(func, *args), deadline)
+        except TimeoutError:
+            raise StorageTimeout(f"no answer from storage within {deadline:g} s") from None
+
+    async def io_unbounded(self, func: Callable[..., T], *args: Any) -> T:
+        """`io` for the long calls of recovery and sweeps."""
         if self.storage.is_local or not self.storage.shared_across_processes:
             return func(*args)
         return await asyncio.to_thread(func, *args)
@@ -263,7 +280,10 @@ class Engine:
     async def get(self, api: str, workload_id: str) -> Workload | None:
         workload = self._live.get(workload_id) or self._finished.get(workload_id)
         if workload is None:
-            record = await self.io(self.store.final_record, api, workload_id)
+            try:
+                record = await self.io(self.store.final_record, api, workload_id)
+            except Exception as exc:
+                raise Unavailable(f"storage is unavailable: {exc}") from exc
             if record is None:
                 return None
             workload = Workload.from_final_record(record)
@@ -367,7 +387,9 @@ class Engine:
         if not writes:
             return
         try:
-            await self.io(
+            # No deadline: a write given up on could still land after its workloads requeue,
+            # and their rerun could then end differently than what storage already holds.
+            await self.io_unbounded(
                 self.store.finish, state.name, [(w, record, url) for w, _, record, url in writes]
             )
         except Exception:
@@ -439,7 +461,7 @@ class Engine:
     # recovery and expiry -----------------------------------------------------------------
     async def _recover(self) -> None:
         """Bring back deployed APIs and every accepted, unfinished workload after a restart."""
-        for name in await self.io(self.storage.list_names, self.storage.path("apis")):
+        for name in await self.io_unbounded(self.storage.list_names, self.storage.path("apis")):
             spec = await self.io(self.storage.read_json, self.storage.spec_path(name))
             if not spec:
                 continue
@@ -453,7 +475,7 @@ class Engine:
                 spec.get("created_at"),
             )
             self.apis[name] = state
-            recovered = await self.io(self.store.pending, name)
+            recovered = await self.io_unbounded(self.store.pending, name)
             for workload in sorted(recovered, key=lambda w: w.created_at):
                 self._live[workload.id] = workload
                 state.queue.push(workload)
@@ -464,7 +486,7 @@ class Engine:
             self.dispatcher.warm(state)
 
     async def _recover_outbox(self, state: APIState) -> None:
-        for workload_id, url in await self.io(self.store.owed_webhooks, state.name):
+        for workload_id, url in await self.io_unbounded(self.store.owed_webhooks, state.name):
             workload = await self.get(state.name, workload_id)
             # An outbox entry of an unfinished workload is left from a crash just before its
             # final record was written; finishing it will owe the webhook again.
@@ -491,7 +513,7 @@ class Engine:
             w.id for w in self._finished.values() if w.expires_at and w.expires_at < now
         ]:
             self._finished.pop(workload_id, None)
-        removed = await self.io(self.store.sweep)
+        removed = await self.io_unbounded(self.store.sweep)
         # Listing per-workload folders can take long: off the event loop, whatever the storage.
         live = set(self._live)
         return removed + await asyncio.to_thread(sweep_workload_folders, self.storage, ttl_of, live)

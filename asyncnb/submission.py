@@ -3,6 +3,7 @@ framework-free fast path (fastpath.py), so the two can never disagree."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -120,6 +121,7 @@ async def submit_workload(
             path=engine.storage.payload_path(api, workload_id),
             inline_limit=engine.settings.inline_payload_bytes,
             max_bytes=max_bytes,
+            io=engine.io,
         )
         if body.data is not None:
             check_payload(body.data, content_type)
@@ -139,8 +141,12 @@ async def submit_workload(
     except BaseException as exc:
         engine.release(workload_id, exc)
         if isinstance(exc, Unavailable) and body is not None and body.stored:
-            # The queue entry never landed: the streamed payload belongs to nothing.
-            await engine.io(engine.storage.delete, engine.storage.payload_path(api, workload_id))
+            # The queue entry never landed: the streamed payload belongs to nothing (and an
+            # expiry sweep removes it if storage cannot take the delete now either).
+            with contextlib.suppress(Exception):
+                await engine.io(
+                    engine.storage.delete, engine.storage.payload_path(api, workload_id)
+                )
         raise
     wait = prefer_wait(headers)
     answer_headers = {"Location": f"/{api}/{workload.id}"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,8 @@ class BadPayload(EngineError):
 
 class BodyTimeout(EngineError):
     status_code = 408
+    # the rest of the body may still arrive: the connection cannot be reused (RFC 9110 15.5.9)
+    headers = {"Connection": "close"}
 
 
 @dataclass
@@ -58,6 +60,7 @@ async def read_body(
     path: str,
     inline_limit: int,
     max_bytes: int,
+    io: Callable[..., Awaitable[Any]],
 ) -> Body:
     """Buffer up to `inline_limit` bytes, then stream the rest to `path` without holding it."""
     buffered: list[bytes] = []
@@ -69,7 +72,7 @@ async def read_body(
             raise PayloadTooLarge(f"payload is larger than max_payload_bytes={max_bytes}")
         buffered.append(chunk)
         if size > inline_limit:
-            return await _stream_rest(chunks, buffered, size, storage, path, max_bytes)
+            return await _stream_rest(chunks, buffered, size, storage, path, max_bytes, io)
     return Body(b"".join(buffered), size)
 
 
@@ -80,14 +83,8 @@ async def _stream_rest(
     storage: Storage,
     path: str,
     max_bytes: int,
+    run: Callable[..., Awaitable[Any]],
 ) -> Body:
-    remote = not storage.is_local
-
-    async def run(func: object, *args: object) -> object:
-        if remote:
-            return await asyncio.to_thread(func, *args)  # type: ignore[arg-type]
-        return func(*args)  # type: ignore[operator]
-
     try:
         # Opening and closing may talk to an object store (the last part uploads on close).
         sink: Any = await run(storage.open_binary_writer, path)

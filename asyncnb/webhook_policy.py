@@ -16,10 +16,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DENIED_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+# metadata services that are not on link-local addresses: AWS's IPv6 IMDS, Alibaba Cloud,
+# Oracle Cloud's legacy endpoint, Azure's wire server
+_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192", "168.63.129.16")
+)
+
+
+def _host_of(url: str) -> str:
+    """The host a delivery would connect to: IDNA-normalised the way httpx does it, so a
+    denied name cannot pass respelled with Unicode full stops or other compatibility forms."""
+    host = urlsplit(url).hostname or ""
+    if not host.isascii():
+        host = str(httpx.URL(url).host)
+    return host.rstrip(".").lower()
 
 
 def _as_address(host: str) -> Address | None:
@@ -48,8 +65,19 @@ def _split(entries: Iterable[str]) -> tuple[tuple[Network, ...], tuple[str, ...]
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
-            names.append(entry.rstrip("."))
+            names.append(_idna(entry.rstrip(".")))
     return tuple(networks), tuple(names)
+
+
+def _idna(name: str) -> str:
+    """A policy entry in the form hosts are compared in (`.bücher.example` → punycode)."""
+    if name.isascii():
+        return name
+    dot = "." if name.startswith(".") else ""
+    try:
+        return dot + _host_of(f"http://{name.lstrip('.')}/")
+    except httpx.InvalidURL:
+        return name
 
 
 def _name_matches(host: str, names: tuple[str, ...]) -> bool:
@@ -76,11 +104,11 @@ class WebhookPolicy:
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError:
+            host = _host_of(url)
+        except (ValueError, httpx.InvalidURL):
             return f"webhook URL {url[:100]!r} is not a URL"
         if parts.scheme not in ("http", "https"):
             return "webhook URL must use http or https"
-        host = (parts.hostname or "").rstrip(".").lower()
         if not host:
             return "webhook URL has no host"
         if host in _DENIED_HOSTS:
@@ -97,6 +125,8 @@ class WebhookPolicy:
     def address_problem(self, address: Address, host: str, named: bool = False) -> str | None:
         if address.is_link_local or address.is_multicast or address.is_unspecified:
             return f"webhook address {host} is link-local, multicast or unspecified and is denied"
+        if address in _METADATA_ADDRESSES:
+            return f"webhook address {host} is a cloud metadata service and is denied"
         if any(address in network for network in self._deny[0]):
             return f"webhook address {host} is denied by the gateway's policy"
         allowed_by_name = named and _name_matches(host, self._allow[1])
@@ -114,7 +144,7 @@ class WebhookPolicy:
         if problem:
             return problem
         parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".").lower()
+        host = _host_of(url)
         if _as_address(host) is not None:
             return None
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -78,12 +79,16 @@ class WebhookSender:
         backoff_s: float = 1.0,
         max_backoff_s: float = 300.0,
         policy: WebhookPolicy = DEFAULT_POLICY,
+        max_concurrent_posts: int = 32,
     ) -> None:
         self.policy = policy
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        # httpx's pool spends O(waiters) CPU per released connection, so a thousand deliveries
+        # retrying at once would stall the event loop; they queue here instead
+        self._posting = asyncio.Semaphore(max_concurrent_posts)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -107,25 +112,31 @@ class WebhookSender:
             ):
                 with attempt:
                     tries += 1
-                    timestamp = int(time.time())
-                    headers = {
-                        "content-type": "application/json",
-                        "webhook-id": message_id,
-                        "webhook-timestamp": str(timestamp),
-                        "webhook-signature": sign(secret, message_id, timestamp, body),
-                        "user-agent": "asyncnb-webhooks",
-                    }
-                    try:
-                        response = await self._client.post(url, content=body, headers=headers)
-                    except httpx.HTTPError as exc:
-                        last_code, last_error = None, f"{type(exc).__name__}: {exc}"[:500]
-                        raise DeliveryFailed(last_error) from exc
-                    last_code = response.status_code
-                    if not 200 <= response.status_code < 300:
-                        last_error = f"HTTP {response.status_code}"
+                    async with self._posting:
+                        last_code, last_error = await self._post(url, secret, message_id, body)
+                    if last_error is not None:
                         raise DeliveryFailed(last_error)
-                    last_error = None
         except RetryError:
             logger.warning("webhook %s to %s failed after %d attempts", message_id, url, tries)
             return DeliveryOutcome(False, tries, last_code, last_error)
         return DeliveryOutcome(True, tries, last_code, None)
+
+    async def _post(
+        self, url: str, secret: str, message_id: str, body: bytes
+    ) -> tuple[int | None, str | None]:
+        """(status code, error or None); signed now, so a delivery that queued is not stale."""
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, message_id, timestamp, body),
+            "user-agent": "asyncnb-webhooks",
+        }
+        try:
+            response = await self._client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        if not 200 <= response.status_code < 300:
+            return response.status_code, f"HTTP {response.status_code}"
+        return response.status_code, None

@@ -837,12 +837,6 @@ def test_bad_input_through_the_python_client(gw: Gateway, case: ClientCase) -> N
         assert f"{raised.value.status_code}: {raised.value.detail}" == case.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the client puts API names and workload ids into URLs unchecked, and httpx "
-    "resolves '..' segments: api.workload('../apis').info() reads GET /apis and "
-    "client.api('../apis') succeeds",
-)
 @pytest.mark.parametrize(
     "call",
     [
@@ -994,11 +988,6 @@ def test_slow_body_clients_get_408_without_tying_up_workers(
     assert status["submitted"] == before + 1 and status["in_progress"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the 408 for a stalled body is sent without 'Connection: close' (RFC 9110 "
-    "15.5.9), so uvicorn keeps the half-read connection open for its keep-alive timeout",
-)
 def test_408_closes_the_connection(gw: Gateway) -> None:
     sock = _stalled_body(gw, chunked=False)
     with sock:
