@@ -27,6 +27,21 @@ from .fastpath import StatusFastPath
 from .limits import DeployBodyLimit
 from .names import is_workload_id
 from .options import APIOptions
+from .schemas import (
+    NOTEBOOK_MEDIA,
+    RESULT_MEDIA,
+    Accepted,
+    APIList,
+    APIRecord,
+    DeployedAPI,
+    Health,
+    Undeployed,
+    WorkloadList,
+    WorkloadRecord,
+    content,
+    errors,
+    ok,
+)
 from .settings import GatewaySettings
 from .storage import Storage
 from .submission import (
@@ -201,7 +216,7 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def _add_admin_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["gateway"])
+    @app.get("/healthz", tags=["gateway"], response_model=None, responses=ok(Health, "Alive"))
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
@@ -217,16 +232,40 @@ def _add_admin_routes(app: FastAPI) -> None:
         url = "/openapi.json" + (f"?token={quote(token)}" if token else "")
         return get_swagger_ui_html(openapi_url=url, title="asyncnb gateway")
 
-    @app.get("/metrics", tags=["gateway"], dependencies=[Depends(require_user)])
+    @app.get(
+        "/metrics",
+        tags=["gateway"],
+        dependencies=[Depends(require_user)],
+        response_class=Response,
+        responses={
+            **content("Prometheus text format", {"text/plain": {"schema": {"type": "string"}}}),
+            **errors(401, 403),
+        },
+    )
     async def metrics(request: Request) -> Response:
         return Response(_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/apis", tags=["apis"], dependencies=[Depends(require_user)])
+    @app.get(
+        "/apis",
+        tags=["apis"],
+        dependencies=[Depends(require_user)],
+        response_model=None,
+        responses={**ok(APIList, "Every deployed API"), **errors(401, 403)},
+    )
     async def list_apis(request: Request) -> dict[str, Any]:
         base = _base_url(request)
         return {"apis": [s.public(base) for s in _engine(request).apis.values()]}
 
-    @app.put("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
+    @app.put(
+        "/apis/{api}",
+        tags=["apis"],
+        dependencies=[Depends(require_admin)],
+        responses={
+            **ok(DeployedAPI, "Redeployed: version n+1"),
+            **ok(DeployedAPI, "Deployed: version 1", 201),
+            **errors(400, 401, 403, 413, 422, 503),
+        },
+    )
     async def deploy(api: str, body: DeployRequest, request: Request) -> JSONResponse:
         valid_api(api, deploying=True)
         try:
@@ -249,7 +288,13 @@ def _add_admin_routes(app: FastAPI) -> None:
         view["webhook_secret"] = secret
         return JSONResponse(view, status_code=201 if state.version == 1 else 200)
 
-    @app.delete("/apis/{api}", tags=["apis"], dependencies=[Depends(require_admin)])
+    @app.delete(
+        "/apis/{api}",
+        tags=["apis"],
+        dependencies=[Depends(require_admin)],
+        response_model=None,
+        responses={**ok(Undeployed, "Undeployed"), **errors(401, 403, 404, 422, 503)},
+    )
     async def undeploy(api: str, request: Request) -> dict[str, Any]:
         valid_api(api)
         await _engine(request).undeploy(api)
@@ -259,18 +304,40 @@ def _add_admin_routes(app: FastAPI) -> None:
 def _add_workload_routes(app: FastAPI) -> None:
     auth = [Depends(require_user)]
 
-    @app.post("/{api}", tags=["workloads"], status_code=202, dependencies=auth)
+    @app.post(
+        "/{api}",
+        tags=["workloads"],
+        status_code=202,
+        dependencies=auth,
+        responses={
+            **ok(Accepted, "Accepted: the queue entry is persisted", 202),
+            **ok(WorkloadRecord, "Finished within `Prefer: wait`, or a finished replay"),
+            **errors(400, 401, 403, 404, 408, 413, 422, 503),
+        },
+    )
     async def submit(api: str, request: Request) -> JSONResponse:
         answer = await submit_workload(
             _engine(request), request.app.state.settings, api, request.headers, request.stream()
         )
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
-    @app.get("/{api}", tags=["apis"], dependencies=auth)
+    @app.get(
+        "/{api}",
+        tags=["apis"],
+        dependencies=auth,
+        response_model=None,
+        responses={**ok(APIRecord, "The API's status"), **errors(401, 403, 404, 422)},
+    )
     async def api_status(api: str, request: Request) -> dict[str, Any]:
         return _engine(request).api(valid_api(api)).public(_base_url(request))
 
-    @app.get("/{api}/workloads", tags=["workloads"], dependencies=auth)
+    @app.get(
+        "/{api}/workloads",
+        tags=["workloads"],
+        dependencies=auth,
+        response_model=None,
+        responses={**ok(WorkloadList, "Recent workloads"), **errors(401, 403, 404, 422)},
+    )
     async def list_workloads(
         api: str, request: Request, status: Status | None = None, limit: int = 100
     ) -> dict[str, Any]:
@@ -287,7 +354,12 @@ def _add_workload_routes(app: FastAPI) -> None:
             raise NotFound(f"workload {workload_id} of API {api!r} not found")
         return workload
 
-    @app.get("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
+    @app.get(
+        "/{api}/{workload_id}",
+        tags=["workloads"],
+        dependencies=auth,
+        responses={**ok(WorkloadRecord, "The status record"), **errors(400, 401, 403, 404, 422)},
+    )
     async def workload_status(api: str, workload_id: str, request: Request) -> JSONResponse:
         workload = await _find(request, api, workload_id)
         wait = prefer_wait(request.headers)
@@ -295,7 +367,16 @@ def _add_workload_routes(app: FastAPI) -> None:
             await _engine(request).wait(workload, wait)
         return _workload_response(workload, 200)
 
-    @app.get("/{api}/{workload_id}/result", tags=["workloads"], dependencies=auth)
+    @app.get(
+        "/{api}/{workload_id}/result",
+        tags=["workloads"],
+        dependencies=auth,
+        response_class=Response,
+        responses={
+            **content("The result bytes, typed `result_content_type`", RESULT_MEDIA),
+            **errors(400, 401, 403, 404, 409, 422),
+        },
+    )
     async def workload_result(api: str, workload_id: str, request: Request) -> Response:
         workload = await _find(request, api, workload_id)
         if workload.status is not Status.COMPLETED:
@@ -313,7 +394,16 @@ def _add_workload_routes(app: FastAPI) -> None:
             headers={"Content-Length": str(workload.result_size)},
         )
 
-    @app.get("/{api}/{workload_id}/notebook", tags=["workloads"], dependencies=auth)
+    @app.get(
+        "/{api}/{workload_id}/notebook",
+        tags=["workloads"],
+        dependencies=auth,
+        response_class=Response,
+        responses={
+            **content("The executed notebook, or its HTML rendering", NOTEBOOK_MEDIA),
+            **errors(400, 401, 403, 404, 422),
+        },
+    )
     async def workload_notebook(
         api: str, workload_id: str, request: Request, format: str = "ipynb"
     ) -> Response:
@@ -330,7 +420,15 @@ def _add_workload_routes(app: FastAPI) -> None:
             return Response(data, media_type="application/x-ipynb+json")
         return HTMLResponse(await asyncio.to_thread(_notebook_html, data))
 
-    @app.delete("/{api}/{workload_id}", tags=["workloads"], dependencies=auth)
+    @app.delete(
+        "/{api}/{workload_id}",
+        tags=["workloads"],
+        dependencies=auth,
+        responses={
+            **ok(WorkloadRecord, "Cancelled: the status record"),
+            **errors(400, 401, 403, 404, 409, 422, 503),
+        },
+    )
     async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
         valid_api(api)
         _valid_id(workload_id)
