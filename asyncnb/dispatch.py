@@ -29,7 +29,7 @@ RETRY_WAIT = "retry-wait"  # a workload's `chunk` while it waits out its retry b
 
 
 class Chunk:
-    __slots__ = ("announced", "future", "key", "worker", "workloads")
+    __slots__ = ("announced", "collector", "future", "key", "lost", "worker", "workloads")
 
     def __init__(
         self, key: str, workloads: list[Workload], future: Any, worker: str | None
@@ -39,6 +39,8 @@ class Chunk:
         self.future = future
         self.worker = worker
         self.announced = False  # a worker said "started" (a chunk ending within ms does not)
+        self.lost = False  # handed to a scheduler that is gone: its future may never resolve
+        self.collector: asyncio.Task[None] | None = None
 
 
 def _error_of(exc: BaseException, type_name: str | None = None) -> dict[str, str]:
@@ -62,6 +64,7 @@ class Dispatcher:
         self._chunks_on: dict[str, int] = {}  # worker address → our chunks running there
         self._worker_names: dict[str, Any] = {}
         self._warming = 0
+        self._warmups: set[asyncio.Task[None]] = set()
         self._scheduler_id: str | None = None
         self._chunks: set[Chunk] = set()
         self._last_refresh = 0.0
@@ -107,16 +110,17 @@ class Dispatcher:
             self.count_workers(state)
 
     def _scheduler_restarted(self) -> None:
-        """A new scheduler knows neither our subscription nor our warm-ups: redo both.
-
-        The chunks it lost came back as cancelled futures and are already queued again.
-        """
+        """A new scheduler knows neither our subscription, our warm-ups nor our chunks."""
         logger.warning("the Dask scheduler was replaced: resubscribing and re-warming APIs")
         self.client.subscribe_topic(EVENT_TOPIC, self._on_event)
         # Chunks handed to the old scheduler are lost, even those whose futures still look
-        # pending: cancelling them requeues their workloads.
+        # pending (and may stay so for good): stop waiting for them and requeue their work.
         for chunk in list(self._chunks):
-            chunk.future.cancel()
+            chunk.lost = True
+            if chunk.collector is not None:
+                chunk.collector.cancel()
+        for task in list(self._warmups):
+            task.cancel()
         for state in self.engine.apis.values():
             if state.state != APIState.ERROR:
                 self.warm(state)
@@ -155,7 +159,9 @@ class Dispatcher:
     # deploy warm-up ----------------------------------------------------------------------
     def warm(self, state: APIState) -> None:
         self.count_workers(state)
-        self.engine.spawn(self._warm(state, state.version))
+        task = self.engine.spawn(self._warm(state, state.version))
+        self._warmups.add(task)
+        task.add_done_callback(self._warmups.discard)
 
     async def _warm(self, state: APIState, version: int) -> None:
         self._warming += 1
@@ -265,7 +271,7 @@ class Dispatcher:
             state.running[workload.id] = workload
         state.chunks_in_flight += 1
         self._chunks.add(chunk)
-        self.engine.spawn(self._collect(state, chunk))
+        chunk.collector = self.engine.spawn(self._collect(state, chunk))
 
     def _submit_chunk(
         self, state: APIState, items: list[dict[str, Any]], key: str, worker: str | None
@@ -289,10 +295,16 @@ class Dispatcher:
 
     # outcomes ----------------------------------------------------------------------------
     async def _collect(self, state: APIState, chunk: Chunk) -> None:
+        outcomes: list[dict[str, Any]] = []
         try:
-            outcomes: list[dict[str, Any]] = await chunk.future
+            outcomes = await chunk.future
+        except asyncio.CancelledError:
+            if not chunk.lost:
+                raise
+            for workload in chunk.workloads:
+                if not workload.status.finished and workload.chunk is chunk:
+                    self.engine.requeue(state, workload)
         except Exception as exc:
-            outcomes = []
             await self._chunk_failed(state, chunk, exc)
         finally:
             self._chunks.discard(chunk)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from .api_state import APIState
 from .dispatch import Dispatcher
+from .engine_errors import Conflict, EngineError, NotFound, StorageTimeout, Unavailable
 from .metrics import GatewayMetrics
 from .names import idempotent_workload_id, new_workload_id
 from .options import APIOptions
@@ -29,31 +30,15 @@ from .workload import Status, Workload
 logger = logging.getLogger("asyncnb.engine")
 T = TypeVar("T")
 
-
-class EngineError(Exception):
-    status_code = 400
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class NotFound(EngineError):
-    status_code = 404
-
-
-class Conflict(EngineError):
-    status_code = 409
-
-
-class Unavailable(EngineError):
-    """Storage or the API itself cannot take work now; the client should retry later."""
-
-    status_code = 503
-
-
-class StorageTimeout(Unavailable):
-    pass
+__all__ = [
+    "Conflict",
+    "Engine",
+    "EngineError",
+    "EngineSettings",
+    "NotFound",
+    "StorageTimeout",
+    "Unavailable",
+]
 
 
 @dataclass

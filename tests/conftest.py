@@ -9,9 +9,6 @@ from asyncnb.client import Client
 
 from .support import Gateway
 
-# Issue-7 tests that are not green yet; see tests/pending/README.md.
-collect_ignore = ["pending"]
-
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
