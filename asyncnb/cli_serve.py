@@ -109,6 +109,13 @@ def _is_loopback(host: str) -> bool:
     show_default=True,
     help="seconds a client may pause while sending a body (slow clients get 408)",
 )
+@click.option(
+    "--storage-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="seconds a request waits on object storage before it gets 503 + Retry-After",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @_fail_cleanly
 def serve(**kw: Any) -> None:
@@ -148,6 +155,7 @@ def serve(**kw: Any) -> None:
         webhook_allow=tuple(e for e in kw["webhook_allow"].split(",") if e.strip()),
         webhook_deny=tuple(e for e in kw["webhook_deny"].split(",") if e.strip()),
         body_timeout_s=kw["body_timeout"],
+        storage_timeout_s=kw["storage_timeout"],
         min_workers=kw["min_workers"],
         max_workers=kw["max_workers"],
     )

@@ -151,6 +151,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 sweep_interval_s=settings.sweep_interval_s,
                 autoscale_interval_s=settings.autoscale_interval_s,
                 webhook_policy=webhook_policy(settings),
+                storage_timeout_s=settings.storage_timeout_s,
                 **worker_bounds(settings, cluster),
             ),
             cluster=cluster,

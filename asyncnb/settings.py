@@ -37,6 +37,7 @@ class GatewaySettings:
     webhook_allow: tuple[str, ...] = ()
     webhook_deny: tuple[str, ...] = ()
     body_timeout_s: float = 60.0
+    storage_timeout_s: float = 10.0
     min_workers: int | None = None  # default: the LocalCluster's size, or 0 for --cluster
     max_workers: int | None = None  # default: the LocalCluster's size, unbounded for --cluster
 

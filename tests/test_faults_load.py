@@ -502,6 +502,7 @@ SHORT_S3_TIMEOUTS = (
     '{"config_kwargs": {"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1}}}'
 )
 OUTAGE_SUBMITS = 8
+STORAGE_TIMEOUT_S = 4.0
 OUTAGE_CLIENT_TIMEOUT_S = 20.0
 
 
@@ -543,6 +544,8 @@ def s3_outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
         "s3://outage/run",
         "--storage-options",
         SHORT_S3_TIMEOUTS,
+        "--storage-timeout",
+        str(STORAGE_TIMEOUT_S),
         "--workers",
         "2",
         env=moto.env,
@@ -611,4 +614,6 @@ def test_s3_outage_loses_no_accepted_workload(s3_outage: Outage) -> None:
 def test_s3_outage_answers_503_with_retry_after_in_seconds(s3_outage: Outage) -> None:
     answers = [(round(elapsed, 1), code) for elapsed, code, _ in s3_outage.during]
     assert all(code == 503 for _, code in answers), answers
+    # the storage deadline, plus the wait for a thread while the stalled calls hold others
+    assert all(elapsed < 3 * STORAGE_TIMEOUT_S for elapsed, _ in answers), answers
     assert all(headers["retry-after"] == "5" for _, _, headers in s3_outage.during)
