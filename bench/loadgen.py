@@ -3,7 +3,14 @@
 Submits N workloads with at most C HTTP requests in flight, polls each one from the moment it
 is accepted until a terminal status, and reports throughput and latency.
 
+Closed loop by default: C submit lanes each send their next workload as soon as the previous
+one is accepted, so the system runs at saturation and latency is C / rate (Little's law).
+With `--rate R` the same lanes offer the load open loop instead: workload i is due at
+start + i/R, a lane sleeps until its workload is due (or sends it at once when late), and the
+summary says how late the submissions were, so a rate the system cannot sustain shows.
+
     python -m bench.loadgen http://127.0.0.1:8000/noop -n 3000 -c 64
+    python -m bench.loadgen http://127.0.0.1:8000/noop -n 2500 -c 64 --rate 250
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import aiohttp
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# A paced submission sent this long after its due time counts as late (timer jitter is ~1 ms).
+LATE_S = 0.010
 
 
 @dataclass
@@ -32,6 +41,8 @@ class _Samples:
     submit_latency: list[float] = field(default_factory=list)
     e2e_latency: list[float] = field(default_factory=list)
     get_latency: list[float] = field(default_factory=list)
+    # Paced runs only: how long after its due time each POST was sent (gate wait included).
+    lateness: list[float] = field(default_factory=list)
     first_submit: float = math.inf
     last_submit_done: float = 0.0
     last_completion: float = 0.0
@@ -83,6 +94,7 @@ class _Run:
         poll_interval: float,
         body: bytes | None = None,
         content_type: str = "application/octet-stream",
+        rate: float | None = None,
     ) -> None:
         self.session = session
         self.url = url.rstrip("/")
@@ -94,20 +106,32 @@ class _Run:
         self.gate = asyncio.Semaphore(concurrency)
         self.samples = _Samples()
         self.pollers: set[asyncio.Task[None]] = set()
+        # Open loop when set: workload i is due at `schedule_start + i / rate`.
+        self.rate = rate
+        self.schedule_start = 0.0
 
     async def submit_lane(self, indices: Iterator[int]) -> None:
         for i in indices:
-            workload_id, started = await self._submit(i)
+            due = None
+            if self.rate is not None:
+                due = self.schedule_start + i / self.rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                # else: this lane is late (its previous POST took too long); send at once.
+            workload_id, started = await self._submit(i, due)
             if workload_id is not None:
                 task = asyncio.create_task(self._poll(workload_id, started))
                 self.pollers.add(task)
                 task.add_done_callback(self.pollers.discard)
 
-    async def _submit(self, i: int) -> tuple[str | None, float]:
+    async def _submit(self, i: int, due: float | None = None) -> tuple[str | None, float]:
         s = self.samples
         async with self.gate:
             started = time.perf_counter()
             s.first_submit = min(s.first_submit, started)
+            if due is not None:
+                s.lateness.append(max(0.0, started - due))
             try:
                 async with self._post(i) as resp:
                     body = await resp.json(content_type=None)
@@ -166,11 +190,13 @@ class _Run:
         return str(body.get("status"))
 
 
-def _summarise(s: _Samples, n: int, concurrency: int, timed_out: bool) -> dict[str, Any]:
+def _summarise(
+    s: _Samples, n: int, concurrency: int, timed_out: bool, rate: float | None = None
+) -> dict[str, Any]:
     wall = s.last_completion - s.first_submit if s.completed else math.nan
     submit_wall = s.last_submit_done - s.first_submit if s.submit_latency else math.nan
     ms = 1000.0
-    return {
+    summary = {
         "n": n,
         "concurrency": concurrency,
         "completed": s.completed,
@@ -185,9 +211,20 @@ def _summarise(s: _Samples, n: int, concurrency: int, timed_out: bool) -> dict[s
         "e2e_p50_ms": percentile(s.e2e_latency, 50) * ms,
         "e2e_p99_ms": percentile(s.e2e_latency, 99) * ms,
         "get_p50_ms": percentile(s.get_latency, 50) * ms,
+        "get_p99_ms": percentile(s.get_latency, 99) * ms,
         "gets": len(s.get_latency),
         "errors": s.errors,
     }
+    if rate is not None:
+        # submit_per_s above is the achieved rate; these say how far behind schedule it ran.
+        summary.update({
+            "offered_per_s": rate,
+            "late_p50_ms": percentile(s.lateness, 50) * ms,
+            "late_p99_ms": percentile(s.lateness, 99) * ms,
+            "late_max_ms": max(s.lateness, default=math.nan) * ms,
+            "late_over_10ms": sum(1 for late in s.lateness if late > LATE_S),
+        })  # fmt: skip
+    return summary
 
 
 async def run_load(
@@ -200,16 +237,23 @@ async def run_load(
     body: bytes | None = None,
     content_type: str = "application/octet-stream",
     request_timeout: float = 30.0,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """Drive `n` workloads through `url` (``http://host:port/{api}``) and summarise the run.
 
     Each workload is the JSON ``{"x": i}``, or `body` (sent as `content_type`) when given.
+    Without `rate` the `concurrency` lanes submit back to back (closed loop, saturation);
+    with it, workload i is offered at start + i/rate by the same lanes (open loop), and the
+    summary adds ``offered_per_s`` and the ``late_*`` figures.
     """
     check_loopback(url)
+    if rate is not None and not rate > 0:
+        raise ValueError(f"rate must be > 0 workloads/s, not {rate!r}")
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     per_request = aiohttp.ClientTimeout(total=request_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=per_request) as session:
-        run = _Run(session, url, concurrency, poll_interval, body, content_type)
+        run = _Run(session, url, concurrency, poll_interval, body, content_type, rate)
+        run.schedule_start = time.perf_counter()
         indices = iter(range(n))
         lanes = [run.submit_lane(indices) for _ in range(concurrency)]
         timed_out = False
@@ -220,7 +264,7 @@ async def run_load(
             for task in list(run.pollers):
                 task.cancel()
             await asyncio.gather(*run.pollers, return_exceptions=True)
-    return _summarise(run.samples, n, concurrency, timed_out)
+    return _summarise(run.samples, n, concurrency, timed_out, rate)
 
 
 async def _drain(run: _Run, lanes: list[Any]) -> None:
@@ -237,7 +281,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", type=int, default=64, help="max HTTP requests in flight")
     parser.add_argument("--poll-interval", type=float, default=0.01, help="seconds")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole run")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--rate", type=float, default=None, help="offer workloads open loop at this rate (/s)"
+    )
+    args = parser.parse_args(argv)
+    if args.rate is not None and not args.rate > 0:
+        parser.error("--rate must be > 0")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,7 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = asyncio.run(run_load(args.url, args.n, args.c, args.poll_interval, args.timeout))
+    result = asyncio.run(
+        run_load(args.url, args.n, args.c, args.poll_interval, args.timeout, rate=args.rate)
+    )
     json.dump(json_safe(result), sys.stdout, indent=2)
     print()
     return 0 if result["failures"] == 0 and not result["timed_out"] else 1

@@ -4,6 +4,16 @@
 
 Every system runs as real subprocesses on free loopback ports and is stopped before the next
 one starts, so they never compete for the two cores with each other (only with the loadgen).
+
+Each system is measured twice after its warm-up, by the same C lanes and pollers:
+
+- saturated (closed loop): every lane submits its next workload as soon as the previous one is
+  accepted, which gives the throughput ceiling; latency there is C / rate (Little's law), so
+  its p50s measure the queueing in front of the server, not the server's own cost;
+- paced (open loop): `--paced-n` workloads offered at `--paced-rate` per second in total, a
+  rate every system sustains, so submit and GET latency show what one request costs under a
+  steady load of C clients. The result sits under the system's result as `"paced"`, with how
+  late the submissions went out (late means the system could not keep up).
 """
 
 from __future__ import annotations
@@ -57,6 +67,8 @@ class Options:
     poll_interval: float
     timeout: float
     asyncnb_bin: Path = BIN_DIR / "asyncnb"
+    paced_n: int = 2500
+    paced_rate: float = 250.0
 
 
 # --------------------------------------------------------------------------- processes
@@ -302,11 +314,25 @@ def bench_system(name: str, opts: Options) -> dict[str, Any]:
         log(f"[{name}] measuring n={opts.n} c={opts.concurrency}")
         result = load(url, opts.n, opts)
         log(f"[{name}] {result['e2e_per_s']:.0f} workloads/s, failures={result['failures']}")
+        if opts.paced_n > 0:
+            log(
+                f"[{name}] paced: n={opts.paced_n} offered at {opts.paced_rate:g}/s, "
+                f"c={opts.concurrency}"
+            )
+            paced = load(url, opts.paced_n, opts, rate=opts.paced_rate)
+            log(
+                f"[{name}] paced: {paced['submit_per_s']:.0f}/s achieved, submit p50 "
+                f"{paced['submit_p50_ms']:.2f} ms, GET p50 {paced['get_p50_ms']:.2f} ms, "
+                f"late p99 {paced['late_p99_ms']:.1f} ms, failures={paced['failures']}"
+            )
+            result["paced"] = paced
         return result
 
 
-def load(url: str, n: int, opts: Options) -> dict[str, Any]:
-    return asyncio.run(run_load(url, n, opts.concurrency, opts.poll_interval, opts.timeout))
+def load(url: str, n: int, opts: Options, rate: float | None = None) -> dict[str, Any]:
+    # A paced run cannot finish before its last workload is due, whatever --timeout says.
+    timeout = opts.timeout + (n / rate if rate else 0.0)
+    return asyncio.run(run_load(url, n, opts.concurrency, opts.poll_interval, timeout, rate=rate))
 
 
 def log(message: str) -> None:
@@ -327,13 +353,26 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
 )
 RATIOS = (("asyncnb", "celery"), ("asyncnb", "noop"))
 
+# The paced phase: offered vs achieved rate, latency at that rate, and how late submits went.
+PACED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("offered/s", "offered_per_s"),
+    ("achieved submit/s", "submit_per_s"),
+    ("submit p50 ms", "submit_p50_ms"),
+    ("submit p99 ms", "submit_p99_ms"),
+    ("GET p50 ms", "get_p50_ms"),
+    ("GET p99 ms", "get_p99_ms"),
+    ("e2e p50 ms", "e2e_p50_ms"),
+    ("late p99 ms", "late_p99_ms"),
+    ("late max ms", "late_max_ms"),
+)
 
-def fmt(value: Any, ratio: bool = False) -> str:
+
+def fmt(value: Any, ratio: bool = False, digits: int = 1) -> str:
     if not isinstance(value, (int, float)) or math.isnan(value):
         return "n/a"
     if ratio:
         return f"{value:.2f}x"
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}f}"
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
@@ -352,6 +391,33 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         cells = [fmt(_ratio(a.get(key), b.get(key)), ratio=True) for _, key, _ in COLUMNS]
         lines.append("| " + " | ".join([f"{num} / {den}", *cells, ""]) + " |")
     return "\n".join(lines)
+
+
+def format_paced_table(results: dict[str, dict[str, Any]]) -> str:
+    """The paced phase per system; empty when no system has one (older JSON, --paced-n 0)."""
+    if not any("paced" in res for res in results.values()):
+        return ""
+    headers = ["system", *(c[0] for c in PACED_COLUMNS), "late > 10 ms", "failures"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for name, res in results.items():
+        paced = res.get("paced")
+        if "error" in res:
+            cells = [f"error: {error_summary(str(res['error']))}", *[""] * (len(headers) - 2)]
+        elif paced is None:
+            cells = ["not measured", *[""] * (len(headers) - 2)]
+        else:
+            # Two decimals: at a sustainable load these are a few milliseconds.
+            cells = [
+                *(fmt(paced.get(key), digits=2) for _, key in PACED_COLUMNS),
+                f"{paced.get('late_over_10ms', 0)} / {paced.get('n', '?')}",
+                _failures(paced),
+            ]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _failures(res: dict[str, Any]) -> str:
+    return f"{res['failures']}" + (" (timed out)" if res.get("timed_out") else "")
 
 
 def error_summary(error: str) -> str:
@@ -379,6 +445,8 @@ def machine_meta(opts: Options, argv: Sequence[str]) -> dict[str, Any]:
         "n": opts.n,
         "concurrency": opts.concurrency,
         "poll_interval_s": opts.poll_interval,
+        "paced_n": opts.paced_n,
+        "paced_rate": opts.paced_rate,
         "command": " ".join(["python -m bench.run", *argv]),
     }
 
@@ -393,7 +461,17 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def markdown_report(meta: dict[str, Any], table: str) -> str:
+def markdown_report(meta: dict[str, Any], table: str, paced_table: str = "") -> str:
+    paced = [
+        f"## Paced: {meta['paced_n']} workloads offered at {meta['paced_rate']:g}/s by "
+        f"the same {meta['concurrency']} clients",
+        "",
+        "Open loop at a rate every system sustains: submit and GET latency without the "
+        "queueing of saturation. Late = sent after its due time (the system fell behind).",
+        "",
+        paced_table,
+        "",
+    ] if paced_table else []  # fmt: skip
     return "\n".join([
         "# asyncnb end-to-end benchmark",
         "",
@@ -407,6 +485,7 @@ def markdown_report(meta: dict[str, Any], table: str) -> str:
         "",
         table,
         "",
+        *paced,
     ])  # fmt: skip
 
 
@@ -422,6 +501,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--poll-interval", type=float, default=0.01, help="seconds")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per measured run")
     parser.add_argument(
+        "--paced-n",
+        type=int,
+        default=2500,
+        help="workloads in the paced (open-loop) phase after the saturated one; 0 skips it",
+    )
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=250.0,
+        help="total workloads/s offered in the paced phase (below every system's ceiling)",
+    )
+    parser.add_argument(
         "--asyncnb-bin", type=Path, default=BIN_DIR / "asyncnb", help="asyncnb executable"
     )
     parser.add_argument("--markdown", type=Path, help="also write the report here")
@@ -430,13 +521,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.systems.split(",")) - set(ALL_SYSTEMS)
     if unknown:
         parser.error(f"unknown systems {sorted(unknown)}; choose from {ALL_SYSTEMS}")
+    if args.paced_n < 0 or not args.paced_rate > 0:
+        parser.error("--paced-n must be >= 0 and --paced-rate > 0")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw_argv)
-    opts = Options(args.n, args.c, args.warmup, args.poll_interval, args.timeout, args.asyncnb_bin)
+    opts = Options(
+        args.n,
+        args.c,
+        args.warmup,
+        args.poll_interval,
+        args.timeout,
+        args.asyncnb_bin,
+        args.paced_n,
+        args.paced_rate,
+    )
     results: dict[str, dict[str, Any]] = {}
     for name in args.systems.split(","):
         try:
@@ -447,14 +549,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = machine_meta(opts, raw_argv)
     table = format_table(results)
     print(table)
+    paced_table = format_paced_table(results)
+    if paced_table:
+        print(f"\npaced: {opts.paced_n} workloads offered at {opts.paced_rate:g}/s")
+        print(paced_table)
     if args.markdown:
-        args.markdown.write_text(markdown_report(meta, table))
+        args.markdown.write_text(markdown_report(meta, table, paced_table))
     if args.json:
         raw = {"meta": meta, "results": json_safe(results)}
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
-    ok = all(
-        "error" not in r and r["failures"] == 0 and not r["timed_out"] for r in results.values()
-    )
+    runs = [r for res in results.values() for r in (res, res.get("paced")) if r is not None]
+    ok = all("error" not in r and r["failures"] == 0 and not r["timed_out"] for r in runs)
     return 0 if ok else 1
 
 
