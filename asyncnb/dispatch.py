@@ -291,7 +291,15 @@ class Dispatcher:
         """Cancel the Dask task of a chunk whose workloads were all cancelled."""
         chunk = workload.chunk
         if isinstance(chunk, Chunk) and all(w.status.finished for w in chunk.workloads):
-            chunk.future.cancel()
+            self.engine.spawn(self._cancel_task(chunk))
+
+    async def _cancel_task(self, chunk: Chunk) -> None:
+        # The client is asynchronous: `future.cancel()` alone returns a coroutine and does
+        # nothing until awaited.
+        try:
+            await self.client.cancel([chunk.future])
+        except Exception as exc:
+            logger.warning("could not cancel the Dask task %s: %s", chunk.key, exc)
 
     # outcomes ----------------------------------------------------------------------------
     async def _collect(self, state: APIState, chunk: Chunk) -> None:
