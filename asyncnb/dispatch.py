@@ -215,22 +215,24 @@ class Dispatcher:
             return
         options = state.options
         slots = state.workers * options.max_concurrency
+        batch = options.max_batch_size
+        limit = max(self.engine.settings.max_chunk, batch)
         # Under a backlog, one chunk more per slot waits on the worker (behind its concurrency
-        # gate), so a slot starts its next chunk without a round trip through the gateway. A
-        # short queue is not prefetched: a higher priority arriving next must still go first.
-        backlog = len(state.queue) >= 2 * slots
+        # gate), so a slot starts its next chunk without a round trip through the gateway.
+        # Only a backlog that gives every slot a full chunk is prefetched: splitting a shorter
+        # one into more, smaller chunks costs more Dask round trips than it saves (measured in
+        # docs/benchmarks.md), and a higher priority arriving next must still go first.
+        backlog = len(state.queue) >= slots * limit
         in_flight_limit = slots * (1 + (self.engine.settings.prefetch if backlog else 0))
         free = in_flight_limit - state.chunks_in_flight
         if free <= 0:
             return
-        batch = options.max_batch_size
         if batch > 1 and options.batch_wait_ms and len(state.queue) < batch:
             oldest = state.queue.oldest_created_at()
             wait_left = (oldest or 0) + options.batch_wait_ms / 1000 - time.time()
             if wait_left > 0:
                 asyncio.get_running_loop().call_later(wait_left, self.wake)
                 return
-        limit = max(self.engine.settings.max_chunk, batch)
         while free > 0 and len(state.queue):
             # Share the backlog among all slots, busy ones included: they free up soon, and a
             # slot that frees first must not take the whole backlog while others go idle.
@@ -270,6 +272,7 @@ class Dispatcher:
             workload.version = state.version
             state.running[workload.id] = workload
         state.chunks_in_flight += 1
+        self.engine.metrics.chunk_size.labels(state.name).observe(len(workloads))
         self._chunks.add(chunk)
         chunk.collector = self.engine.spawn(self._collect(state, chunk))
 

@@ -1,8 +1,9 @@
 """Shortcuts for the two most frequent requests: `POST /{api}` and polling `GET /{api}/{id}`.
 
 Profiling the gateway under load showed the framework's routing, dependency solving and
-response classes costing several times the work itself. This ASGI middleware answers the
-plain cases directly: a submit runs the same `submit_workload` as the FastAPI route, and a
+response classes costing several times the work itself. This ASGI app wraps the FastAPI
+app (outside it, so these requests skip its middleware stack too) and answers the plain
+cases directly: a submit runs the same `submit_workload` as the FastAPI route, and a
 poll reads the workload from memory. Anything else (an unknown id, a missing or bad token,
 `Prefer: wait` on a poll) falls through to the FastAPI routes, which stay the reference
 behaviour and the documented API.
@@ -11,35 +12,60 @@ behaviour and the documented API.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from typing import Any
 
+from . import jsoncodec
 from .names import api_name_problem, is_workload_id
 
 Scope = dict[str, Any]
+logger = logging.getLogger("asyncnb.gateway")
 
 
 class StatusFastPath:
+    """`app` is the gateway's FastAPI app; its `state` holds the engine and settings."""
+
     def __init__(self, app: Any) -> None:
         self.app = app
 
+    @property
+    def state(self) -> Any:
+        return self.app.state
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            body = self._answer(scope)
-            if body is not None:
-                await send_json(send, 200, body)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            if scope["method"] == "GET":
+                body = self._answer(scope)
+                if body is not None:
+                    await send_json(tracked_send, 200, body)
+                    return
+            elif scope["method"] == "POST" and self._submits(scope):
+                await self._submit(scope, receive, tracked_send)
                 return
-        elif scope["type"] == "http" and scope["method"] == "POST" and self._submits(scope):
-            await self._submit(scope, receive, send)
+        except Exception:
+            # What FastAPI's error handler does for its routes: no traceback to the client.
+            logger.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if not started:
+                await send_json(send, 500, b'{"detail":"internal error; see the gateway log"}')
             return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    def _submits(scope: Scope) -> bool:
+    def _submits(self, scope: Scope) -> bool:
         parts = scope["path"].split("/")
         if len(parts) != 2 or api_name_problem(parts[1]):
             return False
-        state: Any = getattr(scope.get("app"), "state", None)
+        state: Any = self.app.state
         if getattr(state, "engine", None) is None:
             return False
         return _authorized(state.settings, dict(scope["headers"]))
@@ -48,7 +74,7 @@ class StatusFastPath:
         from .engine import EngineError, Unavailable
         from .submission import submit_workload
 
-        state: Any = scope["app"].state
+        state: Any = self.app.state
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             answer = await submit_workload(
@@ -68,7 +94,7 @@ class StatusFastPath:
         await send_json(
             send,
             answer.status,
-            json.dumps(answer.body, separators=(",", ":")).encode(),
+            jsoncodec.dumps(answer.body),
             [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()],
         )
 
@@ -76,7 +102,7 @@ class StatusFastPath:
         parts = scope["path"].split("/")
         if len(parts) != 3 or not is_workload_id(parts[2]) or api_name_problem(parts[1]):
             return None
-        state: Any = getattr(scope.get("app"), "state", None)
+        state: Any = self.app.state
         engine = getattr(state, "engine", None)
         if engine is None:
             return None
@@ -86,7 +112,7 @@ class StatusFastPath:
         workload = engine.peek(parts[1], parts[2])
         if workload is None:
             return None
-        return json.dumps(workload.public(), separators=(",", ":")).encode()
+        return jsoncodec.dumps(workload.public())
 
 
 class _ClientGone(Exception):

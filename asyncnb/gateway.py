@@ -133,6 +133,11 @@ def _workload_response(workload: Workload, code: int, **headers: str) -> JSONRes
     return JSONResponse(workload.public(), status_code=code, headers=headers or None)
 
 
+def create_asgi_app(settings: GatewaySettings) -> StatusFastPath:
+    """What uvicorn serves: the FastAPI app behind the fast path for submits and polls."""
+    return StatusFastPath(create_app(settings))
+
+
 def create_app(settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,7 +180,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.add_middleware(StatusFastPath)
     app.add_middleware(DeployBodyLimit, max_bytes=settings.max_deploy_bytes)
     _install_error_handlers(app)
     _add_admin_routes(app)

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import jsoncodec
 from .storage import Storage
 from .store import Ending, delete_stored_payload
 from .workload import Workload
@@ -143,7 +144,7 @@ class JournalStore:
     def _write_final(
         self, api: str, workload_id: str, record: dict[str, Any], owed_url: str | None
     ) -> None:
-        data = json.dumps(record, separators=(",", ":")).encode()
+        data = jsoncodec.dumps(record)
         kind = FINAL_OWING_WEBHOOK if owed_url else FINAL
         segment, offset = self._append(api, kind, workload_id, data)
         segment.expires_at = max(segment.expires_at, float(record.get("expires_at") or 0))

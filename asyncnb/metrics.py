@@ -83,5 +83,13 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.chunk_size = Histogram(
+            "asyncnb_chunk_workloads",
+            "Workloads per chunk handed to Dask (one Dask task each)",
+            ["api"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import uvicorn
 
-from .gateway import create_app
+from .gateway import create_asgi_app
 from .settings import GatewaySettings
 
 
 def _server(settings: GatewaySettings) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(settings),
+        create_asgi_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from . import jsoncodec
 from .predictor import JSON_TYPE
 
 
@@ -122,7 +123,7 @@ class Workload:
             "idempotency_key": self.idempotency_key,
             "attempts": self.attempts,
         }
-        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + (self.body or b"")
+        return jsoncodec.dumps(header) + b"\n" + (self.body or b"")
 
     @classmethod
     def from_queue_entry(cls, data: bytes) -> Workload:

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from asyncnb.client import Client
-from asyncnb.gateway import create_app
+from asyncnb.gateway import create_asgi_app
 from asyncnb.settings import GatewaySettings
 from asyncnb.webhook_policy import WebhookPolicy
 
@@ -36,7 +36,7 @@ ZERO = "0" * 32
 # tokens are decided by a constant-time comparison, and by nothing else ------------------------
 def _asgi_app(tmp_path: Path) -> Any:
     """The gateway's app without its lifespan (no Dask), over a stand-in engine."""
-    app = create_app(GatewaySettings(storage=str(tmp_path), token=USER, admin_token=ADMIN))
+    app = create_asgi_app(GatewaySettings(storage=str(tmp_path), token=USER, admin_token=ADMIN))
     workload = SimpleNamespace(public=lambda: {"fast": True})
     app.state.engine = SimpleNamespace(apis={}, peek=lambda api, workload_id: workload)
     return app
