@@ -9,6 +9,7 @@ from collections.abc import Callable
 import uvicorn
 
 from .gateway import create_asgi_app
+from .http_protocol import CoalescingHttpToolsProtocol
 from .settings import GatewaySettings
 
 
@@ -21,6 +22,8 @@ def _server(settings: GatewaySettings) -> uvicorn.Server:
         lifespan="on",
         timeout_keep_alive=30,
         limit_concurrency=4096,
+        http=CoalescingHttpToolsProtocol,
+        access_log=False,
         backlog=2048,
     )
     return uvicorn.Server(config)
