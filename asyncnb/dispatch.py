@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import runtime
 from .api_state import APIState
-from .progress import EVENT_TOPIC
+from .progress import EVENT_TOPIC, OUTCOMES_TOPIC
 from .workload import Status, Workload
 
 if TYPE_CHECKING:
@@ -66,14 +66,19 @@ class Dispatcher:
         self._warming = 0
         self._warmups: set[asyncio.Task[None]] = set()
         self._scheduler_id: str | None = None
-        self._chunks: set[Chunk] = set()
+        self._chunks: dict[str, Chunk] = {}  # by Dask key
+        self._outcomes: dict[str, list[dict[str, Any]]] = {}  # arrived as events, by key
         self._last_refresh = 0.0
         self._closing = False
 
     async def start(self) -> None:
-        self.client.subscribe_topic(EVENT_TOPIC, self._on_event)
+        self._subscribe()
         await self._refresh_workers()
         self.engine.spawn(self._run())
+
+    def _subscribe(self) -> None:
+        self.client.subscribe_topic(EVENT_TOPIC, self._on_event)
+        self.client.subscribe_topic(OUTCOMES_TOPIC, self._on_outcomes)
 
     async def close(self) -> None:
         self._closing = True
@@ -112,10 +117,10 @@ class Dispatcher:
     def _scheduler_restarted(self) -> None:
         """A new scheduler knows neither our subscription, our warm-ups nor our chunks."""
         logger.warning("the Dask scheduler was replaced: resubscribing and re-warming APIs")
-        self.client.subscribe_topic(EVENT_TOPIC, self._on_event)
+        self._subscribe()
         # Chunks handed to the old scheduler are lost, even those whose futures still look
         # pending (and may stay so for good): stop waiting for them and requeue their work.
-        for chunk in list(self._chunks):
+        for chunk in list(self._chunks.values()):
             chunk.lost = True
             if chunk.collector is not None:
                 chunk.collector.cancel()
@@ -273,7 +278,7 @@ class Dispatcher:
             state.running[workload.id] = workload
         state.chunks_in_flight += 1
         self.engine.metrics.chunk_size.labels(state.name).observe(len(workloads))
-        self._chunks.add(chunk)
+        self._chunks[key] = chunk
         chunk.collector = self.engine.spawn(self._collect(state, chunk))
 
     def _submit_chunk(
@@ -306,25 +311,48 @@ class Dispatcher:
 
     # outcomes ----------------------------------------------------------------------------
     async def _collect(self, state: APIState, chunk: Chunk) -> None:
-        outcomes: list[dict[str, Any]] = []
+        outcomes: list[dict[str, Any]] | None = []
         try:
-            outcomes = await chunk.future
+            outcomes = await self._outcomes_of(chunk)
         except asyncio.CancelledError:
             if not chunk.lost:
                 raise
-            for workload in chunk.workloads:
-                if not workload.status.finished and workload.chunk is chunk:
-                    self.engine.requeue(state, workload)
+            outcomes = None
         except Exception as exc:
             await self._chunk_failed(state, chunk, exc)
         finally:
-            self._chunks.discard(chunk)
+            self._chunks.pop(chunk.key, None)
+            self._outcomes.pop(chunk.key, None)
             state.chunks_in_flight -= 1
             if chunk.worker and self._chunks_on.get(chunk.worker):
                 self._chunks_on[chunk.worker] -= 1
             self.wake()
-        if outcomes:
+        if outcomes is None:
+            # Lost with its scheduler, or its outcomes event never came: run it again.
+            for workload in chunk.workloads:
+                if not workload.status.finished and workload.chunk is chunk:
+                    self.engine.requeue(state, workload)
+        elif outcomes:
             await self._apply(state, chunk, outcomes)
+
+    async def _outcomes_of(self, chunk: Chunk) -> list[dict[str, Any]] | None:
+        """The chunk's outcomes: from the event that preceded its end on the scheduler's
+        stream, else fetched from the worker as the task's result. Raises what the task
+        raised."""
+        waiter = getattr(getattr(chunk.future, "_state", None), "wait", None)
+        if waiter is not None:
+            await waiter()  # done, without fetching the result
+            arrived = self._outcomes.pop(chunk.key, None)
+            if arrived is not None and chunk.future.status == "finished":
+                return arrived
+        result: list[dict[str, Any]] | None = await chunk.future
+        return result
+
+    def _on_outcomes(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, message = event
+        key = message.get("key")
+        if key in self._chunks:
+            self._outcomes[key] = message["outcomes"]
 
     async def _chunk_failed(self, state: APIState, chunk: Chunk, exc: Exception) -> None:
         live = [w for w in chunk.workloads if not w.status.finished and w.chunk is chunk]

@@ -212,6 +212,7 @@ class Engine:
             "max_batch_size": state.options.max_batch_size,
             "max_concurrency": state.options.max_concurrency,
             "timeout_s": state.options.timeout_s,
+            "outcomes_by_event": True,
         }
 
     # submit ------------------------------------------------------------------------------

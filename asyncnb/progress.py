@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EVENT_TOPIC = "asyncnb"
+# small chunk outcomes come back on this topic instead of as the task's result (runtime.py)
+OUTCOMES_TOPIC = "asyncnb-outcomes"
 _MIN_INTERVAL_S = 0.1
 
 

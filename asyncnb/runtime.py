@@ -20,7 +20,7 @@ from typing import Any
 import cloudpickle
 
 from .predictor import Predictor, build_predictor, decode_payload, encode_result
-from .progress import EVENT_TOPIC, clear_running, current_running, set_running
+from .progress import EVENT_TOPIC, OUTCOMES_TOPIC, clear_running, current_running, set_running
 from .storage import Storage, storage_from_description
 
 # (api, version) → built predictor. __init__ runs once per worker process per version.
@@ -210,10 +210,30 @@ def _gate(spec: dict[str, Any]) -> threading.Semaphore:
     return gate
 
 
-def run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run `items` (one Dask task) and return one outcome per item, never raising for them."""
+def run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Run `items` (one Dask task): one outcome per item, never raising for them.
+
+    With `spec["outcomes_by_event"]`, small outcomes are published on `OUTCOMES_TOPIC` and
+    the task returns None: the gateway already reads the scheduler's event stream, so it
+    needs no second connection (to this worker) to fetch the task's result.
+    """
     with _gate(spec):
-        return _run_chunk(spec, items)
+        outcomes = _run_chunk(spec, items)
+    if spec.get("outcomes_by_event") and _approx_bytes(outcomes) <= _OUTCOMES_EVENT_BYTES:
+        worker, key = _current_worker(), _task_key()
+        if worker is not None and key is not None:
+            worker.log_event(OUTCOMES_TOPIC, {"key": key, "outcomes": outcomes})
+            return None
+    return outcomes
+
+
+# The scheduler keeps the last `distributed.admin.low-level-log-length` (1,000) events of a
+# topic: at most this much each, so a few MiB in all.
+_OUTCOMES_EVENT_BYTES = 8 * 1024
+
+
+def _approx_bytes(outcomes: list[dict[str, Any]]) -> int:
+    return sum(200 + len(o.get("data") or b"") + len(str(o.get("error") or "")) for o in outcomes)
 
 
 _START_EVENT_AFTER_S = 0.005

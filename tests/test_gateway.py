@@ -104,6 +104,16 @@ def test_large_payload_and_result_go_through_storage(
     assert streamed.content == b"x" * 2_500_000
 
 
+def test_small_and_mid_size_results_both_come_back(http: httpx.Client, echo: str) -> None:
+    """Small chunk outcomes return on the scheduler's event stream, larger ones as the task's
+    result (runtime.run_chunk); a burst mixing both sizes gets every result right."""
+    payloads = [{"n": n, "pad": "x" * (20_000 if n % 3 == 0 else 10)} for n in range(60)]
+    ids = [http.post(f"/{echo}", json=p).json()["id"] for p in payloads]
+    for payload, workload_id in zip(payloads, ids):
+        info = poll(http, echo, workload_id)
+        assert info["status"] == "completed" and info["result"]["payload"] == payload
+
+
 def test_no_config_predictor(client: Client, gateway: Gateway) -> None:
     api = client.deploy(predictors.NoConfig, "noconfig")
     gateway.wait_ready("noconfig")
