@@ -105,25 +105,39 @@ class JournalStore:
         return journal
 
     def _append(self, api: str, kind: bytes, workload_id: str, data: bytes) -> tuple[_Segment, int]:
+        segment, offsets = self._append_many(api, [(kind, workload_id, data)])
+        return segment, offsets[0]
+
+    def _append_many(
+        self, api: str, records: list[tuple[bytes, str, bytes]]
+    ) -> tuple[_Segment, list[int]]:
+        """Append records with one write; their data offsets in the segment."""
         journal = self._journal(api)
         segment = journal.current
         if segment is None or segment.size >= self.segment_bytes:
             segment = self._rotate(journal)
         assert journal.writer is not None
-        offset = segment.size
-        record = _HEADER.pack(kind, workload_id.encode("ascii"), len(data)) + data
+        offsets: list[int] = []
+        parts: list[bytes] = []
+        position = segment.size
+        for kind, workload_id, data in records:
+            parts.append(_HEADER.pack(kind, workload_id.encode("ascii"), len(data)))
+            parts.append(data)
+            offsets.append(position + _HEADER.size)
+            position += _HEADER.size + len(data)
+        blob = b"".join(parts)
         try:
-            written = os.write(journal.writer, record)
-            while written < len(record):  # a signal can interrupt a large write part-way
-                written += os.write(journal.writer, record[written:])
+            written = os.write(journal.writer, blob)
+            while written < len(blob):  # a signal can interrupt a large write part-way
+                written += os.write(journal.writer, blob[written:])
         except OSError:
-            # Disk full or similar: cut the partial record so the next one starts on a boundary.
+            # Disk full or similar: cut the partial batch so the next one starts on a boundary.
             os.ftruncate(journal.writer, segment.size)
             raise
         if self.fsync:
             os.fsync(journal.writer)
-        segment.size += len(record)
-        return segment, offset + _HEADER.size
+        segment.size += len(blob)
+        return segment, offsets
 
     def _rotate(self, journal: _APIJournal) -> _Segment:
         if journal.writer is not None:
@@ -141,27 +155,36 @@ class JournalStore:
         segment.unfinished.add(workload.id)
         self._accepted_in[workload.id] = segment
 
-    def _write_final(
-        self, api: str, workload_id: str, record: dict[str, Any], owed_url: str | None
-    ) -> None:
-        data = jsoncodec.dumps(record)
-        kind = FINAL_OWING_WEBHOOK if owed_url else FINAL
-        segment, offset = self._append(api, kind, workload_id, data)
-        segment.expires_at = max(segment.expires_at, float(record.get("expires_at") or 0))
-        self._finals[workload_id] = (api, segment.number, offset, len(data))
-        accepted_in = self._accepted_in.pop(workload_id, None)
-        if accepted_in is not None:
-            accepted_in.unfinished.discard(workload_id)
+    def _write_finals(self, api: str, finals: list[tuple[str, dict[str, Any], str | None]]) -> None:
+        """Final records of one API, in one append (a chunk's outcomes arrive together)."""
+        records = [
+            (FINAL_OWING_WEBHOOK if owed_url else FINAL, workload_id, jsoncodec.dumps(record))
+            for workload_id, record, owed_url in finals
+        ]
+        segment, offsets = self._append_many(api, records)
+        placed = zip(finals, records, offsets, strict=True)
+        for (workload_id, record, _), (_, _, data), offset in placed:
+            segment.expires_at = max(segment.expires_at, float(record.get("expires_at") or 0))
+            self._finals[workload_id] = (api, segment.number, offset, len(data))
+            accepted_in = self._accepted_in.pop(workload_id, None)
+            if accepted_in is not None:
+                accepted_in.unfinished.discard(workload_id)
 
     def finish(self, api: str, endings: list[Ending]) -> None:
-        for workload, record, url in endings:
-            if url:
-                record = {**record, "_webhook_owed": url}
-            self._write_final(api, workload.id, record, url)
+        if not endings:
+            return
+        self._write_finals(
+            api,
+            [
+                (workload.id, {**record, "_webhook_owed": url} if url else record, url)
+                for workload, record, url in endings
+            ],
+        )
+        for workload, _, _ in endings:
             delete_stored_payload(self.storage, workload)
 
     def record_webhook(self, api: str, workload_id: str, record: dict[str, Any]) -> None:
-        self._write_final(api, workload_id, record, None)
+        self._write_finals(api, [(workload_id, record, None)])
 
     # reading -----------------------------------------------------------------------------
     def final_record(self, api: str, workload_id: str) -> dict[str, Any] | None:
