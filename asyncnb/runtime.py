@@ -228,8 +228,8 @@ def run_chunk(spec: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[st
 
 
 # The scheduler keeps the last `distributed.admin.low-level-log-length` (1,000) events of a
-# topic: at most this much each, so a few MiB in all.
-_OUTCOMES_EVENT_BYTES = 8 * 1024
+# topic: at most this much each (a full chunk of 64 small outcomes), so ≤ 16 MiB in all.
+_OUTCOMES_EVENT_BYTES = 16 * 1024
 
 
 def _approx_bytes(outcomes: list[dict[str, Any]]) -> int:
