@@ -109,7 +109,7 @@ def test_small_and_mid_size_results_both_come_back(http: httpx.Client, echo: str
     result (runtime.run_chunk); a burst mixing both sizes gets every result right."""
     payloads = [{"n": n, "pad": "x" * (20_000 if n % 3 == 0 else 10)} for n in range(60)]
     ids = [http.post(f"/{echo}", json=p).json()["id"] for p in payloads]
-    for payload, workload_id in zip(payloads, ids):
+    for payload, workload_id in zip(payloads, ids, strict=True):
         info = poll(http, echo, workload_id)
         assert info["status"] == "completed" and info["result"]["payload"] == payload
 
