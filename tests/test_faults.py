@@ -46,6 +46,19 @@ class WorkerSupervisor:
         _stop_group(self.proc)
 
 
+def scheduler_gateway(address: str, tmp_path: Path) -> Gateway:
+    """A gateway (not started) on the Dask scheduler at `address`, logging to gateway.log."""
+    return Gateway(
+        "--scheduler",
+        address,
+        "--storage",
+        str(tmp_path / "storage"),
+        "--log-level",
+        "info",
+        log=tmp_path / "gateway.log",
+    )
+
+
 def test_scheduler_restart_requeues_and_finishes(tmp_path: Path) -> None:
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -66,15 +79,7 @@ def test_scheduler_restart_requeues_and_finishes(tmp_path: Path) -> None:
         ],
         tmp_path / "worker.log",
     )
-    gateway = Gateway(
-        "--scheduler",
-        address,
-        "--storage",
-        str(tmp_path / "storage"),
-        "--log-level",
-        "info",
-        log=tmp_path / "gateway.log",
-    ).start()
+    gateway = scheduler_gateway(address, tmp_path).start()
     try:
         with Client(gateway.url) as client:
             api = client.deploy(predictors.Sleepy, "survivor")

@@ -31,7 +31,7 @@ from standardwebhooks.webhooks import Webhook
 from asyncnb.client import Client
 
 from .support import Gateway, MotoServer, WebhookReceiver, _stop_group, free_port
-from .test_faults import WorkerSupervisor, _dask
+from .test_faults import WorkerSupervisor, _dask, scheduler_gateway
 
 N = 1000  # workloads in flight when each fault hits
 FINAL = ("completed", "failed", "cancelled")
@@ -194,12 +194,10 @@ def deploy_gated(url: str, name: str, folder: Path) -> None:
         client.deploy(Gated, name, config={"folder": str(folder)}, max_concurrency=2)
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """One gateway for the faults that leave it running: two workers, fast webhook retries."""
-    gateway = Gateway(
+def _two_workers_fast_webhook_retries(storage: Path) -> Gateway:
+    return Gateway(
         "--storage",
-        str(tmp_path_factory.mktemp("storage")),
+        str(storage),
         "--workers",
         "2",
         "--webhook-attempts",
@@ -207,6 +205,12 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "--webhook-backoff",
         "0.2",
     ).start()
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway for the faults that leave it running: two workers, fast webhook retries."""
+    gateway = _two_workers_fast_webhook_retries(tmp_path_factory.mktemp("storage"))
     yield gateway
     gateway.stop()
 
@@ -304,16 +308,7 @@ def test_webhooks_to_a_receiver_that_was_down_arrive_once_it_is_back(
 
 def test_1000_webhook_retries_do_not_stall_the_gateway(tmp_path: Path) -> None:
     (tmp_path / "open").touch()
-    gateway = Gateway(
-        "--storage",
-        str(tmp_path / "storage"),
-        "--workers",
-        "2",
-        "--webhook-attempts",
-        "10",
-        "--webhook-backoff",
-        "0.2",
-    ).start()
+    gateway = _two_workers_fast_webhook_retries(tmp_path / "storage")
     down = DownReceiver()
     try:
         with Client(gateway.url) as client:
@@ -459,15 +454,7 @@ def test_scheduler_restart_with_1000_in_flight(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
     log = tmp_path / "gateway.log"
-    gateway = Gateway(
-        "--scheduler",
-        address,
-        "--storage",
-        str(tmp_path / "storage"),
-        "--log-level",
-        "info",
-        log=log,
-    )
+    gateway = scheduler_gateway(address, tmp_path)
     try:
         gateway.start()
         deploy_gated(gateway.url, "gated-sched", gate)
