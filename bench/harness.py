@@ -1,6 +1,6 @@
 """Shared pieces of the issue-6 benchmarks: an `asyncnb serve` subprocess, deploys, RSS sampling.
 
-The process helpers come from `bench.run` (new session per server, SIGTERM then SIGKILL of the
+The process helpers come from `bench.processes` (new session per server, SIGTERM then SIGKILL of the
 process group), so every benchmark starts and stops servers the same way.
 """
 
@@ -21,15 +21,15 @@ from typing import Any
 
 import psutil
 
-from bench.run import (
+from bench.processes import (
     BIN_DIR,
     DEPLOY_TIMEOUT_S,
     HOST,
     REPO_ROOT,
     BenchError,
     Proc,
-    _cpu_model,
     child_env,
+    cpu_model,
     free_port,
     http_get,
     run_deploy,
@@ -235,7 +235,7 @@ def machine_meta(command: Sequence[str]) -> dict[str, Any]:
     return {
         "host": platform.node(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),

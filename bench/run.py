@@ -13,7 +13,11 @@ Each system is measured twice after its warm-up, by the same C lanes and pollers
 - paced (open loop): `--paced-n` workloads offered at `--paced-rate` per second in total, a
   rate every system sustains, so submit and GET latency show what one request costs under a
   steady load of C clients. The result sits under the system's result as `"paced"`, with how
-  late the submissions went out (late means the system could not keep up).
+  late the submissions went out (late means the system could not keep up);
+- a load curve: the same open loop at each of `--curve-rates` (workloads/s), `--curve-seconds`
+  long each, up to `CURVE_MAX_FRACTION` of the system's saturated submit rate (beyond that the
+  saturated run already says what happens). It shows how latency grows with the offered load,
+  under `"curve"`.
 """
 
 from __future__ import annotations
@@ -27,36 +31,35 @@ import math
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import json_safe, run_load
+from bench.processes import (
+    BIN_DIR,
+    DEPLOY_TIMEOUT_S,
+    HOST,
+    BenchError,
+    child_env,
+    cpu_model,
+    free_port,
+    http_get,
+    run_deploy,
+    start_process,
+    wait_http_ok,
+    wait_redis,
+    wait_until,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BIN_DIR = Path(sys.executable).parent
-HOST = "127.0.0.1"
 API = "noop"
-STARTUP_TIMEOUT_S = 60.0
-DEPLOY_TIMEOUT_S = 120.0
-STOP_GRACE_S = 10.0
 ALL_SYSTEMS = ("noop", "celery", "asyncnb")
-
-# urllib honours *_proxy variables; a proxy must never see loopback benchmark traffic.
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class BenchError(RuntimeError):
-    """A system could not be started or driven; the message is meant for the table."""
+DEFAULT_CURVE_RATES = (250.0, 500.0, 1000.0, 2000.0, 3000.0)
+CURVE_MAX_FRACTION = 0.8  # of the saturated submit rate: a higher offer only queues
+CURVE_MIN_N = 500
 
 
 @dataclass
@@ -69,118 +72,8 @@ class Options:
     asyncnb_bin: Path = BIN_DIR / "asyncnb"
     paced_n: int = 2500
     paced_rate: float = 250.0
-
-
-# --------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def check_alive(self) -> None:
-        code = self.popen.poll()
-        if code is not None:
-            raise BenchError(f"{self.name} exited with {code}:\n{self.log_tail()}")
-
-
-def free_port() -> int:
-    # uvicorn/redis cannot report a port they picked themselves, so reserve one and hand it
-    # over; the tiny race with other processes is acceptable on a benchmark box.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["NO_PROXY"] = env["no_proxy"] = f"{HOST},localhost"
-    env.update(extra or {})
-    return env
-
-
-def start_process(
-    stack: contextlib.ExitStack, name: str, argv: Sequence[str], workdir: Path, env: dict[str, str]
-) -> Proc:
-    log_path = workdir / f"{name}.log"
-    with log_path.open("wb") as log:
-        # A new session makes the child a process-group leader, so stragglers it forks
-        # (celery prefork children, dask workers) can be reaped by that group id.
-        popen = subprocess.Popen(
-            list(argv),
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    proc = Proc(name, popen, log_path)
-    stack.callback(stop_process, proc)
-    return proc
-
-
-def stop_process(proc: Proc) -> None:
-    """SIGTERM the leader so it can shut its children down, then SIGKILL whatever is left."""
-    pid = proc.popen.pid
-    if proc.popen.poll() is None:
-        proc.popen.terminate()
-        try:
-            proc.popen.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.popen.kill()
-            proc.popen.wait(STOP_GRACE_S)
-    # Fails harmlessly when the group is already empty.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-# --------------------------------------------------------------------------- readiness
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with _HTTP.open(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-
-
-def wait_until(what: str, probe: Callable[[], bool], procs: Sequence[Proc], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            proc.check_alive()
-        try:
-            if probe():
-                return
-        except (OSError, ValueError):
-            pass  # not listening yet, or a half-initialised answer
-        time.sleep(0.1)
-    tails = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in procs)
-    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
-
-
-def wait_http_ok(url: str, procs: Sequence[Proc]) -> None:
-    wait_until(url, lambda: http_get(url)[0] == 200, procs, STARTUP_TIMEOUT_S)
-
-
-def wait_redis(port: int, procs: Sequence[Proc]) -> None:
-    def ping() -> bool:
-        with socket.create_connection((HOST, port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-
-    wait_until(f"redis on port {port}", ping, procs, STARTUP_TIMEOUT_S)
+    curve_rates: tuple[float, ...] = DEFAULT_CURVE_RATES
+    curve_seconds: float = 4.0
 
 
 # --------------------------------------------------------------------------- systems
@@ -266,19 +159,6 @@ def deploy_noop(exe: Path, base: str) -> None:
                 "--gateway", base], API)  # fmt: skip
 
 
-def run_deploy(argv: list[str], name: str) -> None:
-    """Run an `asyncnb deploy` command line as a user would; BenchError when it fails."""
-    try:
-        done = subprocess.run(
-            argv, cwd=REPO_ROOT, env=child_env(), capture_output=True, timeout=DEPLOY_TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"asyncnb deploy {name} timed out after {DEPLOY_TIMEOUT_S:.0f}s") from exc
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
-        raise BenchError(f"asyncnb deploy {name} exited {done.returncode}:\n{output}")
-
-
 def api_ready(url: str) -> bool:
     code, raw = http_get(url)
     if code != 200:
@@ -326,7 +206,30 @@ def bench_system(name: str, opts: Options) -> dict[str, Any]:
                 f"late p99 {paced['late_p99_ms']:.1f} ms, failures={paced['failures']}"
             )
             result["paced"] = paced
+        result["curve"] = load_curve(name, url, opts, result)
         return result
+
+
+def curve_rates(opts: Options, saturated: dict[str, Any]) -> list[float]:
+    """The offered rates worth measuring for one system: those it can sustain."""
+    ceiling = float(saturated.get("submit_per_s") or 0.0)
+    return [r for r in opts.curve_rates if r <= CURVE_MAX_FRACTION * ceiling]
+
+
+def load_curve(
+    name: str, url: str, opts: Options, saturated: dict[str, Any]
+) -> list[dict[str, Any]]:
+    points = []
+    for rate in curve_rates(opts, saturated):
+        n = max(CURVE_MIN_N, round(rate * opts.curve_seconds))
+        point = load(url, n, opts, rate=rate)
+        log(
+            f"[{name}] curve: {rate:g}/s offered, {point['submit_per_s']:.0f}/s achieved, "
+            f"submit p50 {point['submit_p50_ms']:.2f} ms, GET p50 {point['get_p50_ms']:.2f} ms, "
+            f"e2e p50 {point['e2e_p50_ms']:.1f} ms, failures={point['failures']}"
+        )
+        points.append(point)
+    return points
 
 
 def load(url: str, n: int, opts: Options, rate: float | None = None) -> dict[str, Any]:
@@ -416,6 +319,36 @@ def format_paced_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The load curve: one row per (system, offered rate).
+CURVE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("offered/s", "offered_per_s"),
+    ("achieved submit/s", "submit_per_s"),
+    ("submit p50 ms", "submit_p50_ms"),
+    ("submit p99 ms", "submit_p99_ms"),
+    ("GET p50 ms", "get_p50_ms"),
+    ("GET p99 ms", "get_p99_ms"),
+    ("e2e p50 ms", "e2e_p50_ms"),
+    ("e2e p99 ms", "e2e_p99_ms"),
+)
+
+
+def format_curve_table(results: dict[str, dict[str, Any]]) -> str:
+    """Latency per offered rate and system; empty when no system has a curve."""
+    if not any(res.get("curve") for res in results.values()):
+        return ""
+    headers = ["system", *(c[0] for c in CURVE_COLUMNS), "late > 10 ms", "failures"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for name, res in results.items():
+        for point in res.get("curve", ()):
+            cells = [
+                *(fmt(point.get(key), digits=2) for _, key in CURVE_COLUMNS),
+                f"{point.get('late_over_10ms', 0)} / {point.get('n', '?')}",
+                _failures(point),
+            ]
+            lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def _failures(res: dict[str, Any]) -> str:
     return f"{res['failures']}" + (" (timed out)" if res.get("timed_out") else "")
 
@@ -438,7 +371,7 @@ def machine_meta(opts: Options, argv: Sequence[str]) -> dict[str, Any]:
     return {
         "host": platform.node(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -447,21 +380,15 @@ def machine_meta(opts: Options, argv: Sequence[str]) -> dict[str, Any]:
         "poll_interval_s": opts.poll_interval,
         "paced_n": opts.paced_n,
         "paced_rate": opts.paced_rate,
+        "curve_rates": list(opts.curve_rates),
+        "curve_seconds": opts.curve_seconds,
         "command": " ".join(["python -m bench.run", *argv]),
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def markdown_report(meta: dict[str, Any], table: str, paced_table: str = "") -> str:
+def markdown_report(
+    meta: dict[str, Any], table: str, paced_table: str = "", curve_table: str = ""
+) -> str:
     paced = [
         f"## Paced: {meta['paced_n']} workloads offered at {meta['paced_rate']:g}/s by "
         f"the same {meta['concurrency']} clients",
@@ -472,6 +399,12 @@ def markdown_report(meta: dict[str, Any], table: str, paced_table: str = "") -> 
         paced_table,
         "",
     ] if paced_table else []  # fmt: skip
+    curve = [
+        f"## Load curve: latency vs offered rate, {meta['concurrency']} clients, open loop",
+        "",
+        curve_table,
+        "",
+    ] if curve_table else []  # fmt: skip
     return "\n".join([
         "# asyncnb end-to-end benchmark",
         "",
@@ -486,6 +419,7 @@ def markdown_report(meta: dict[str, Any], table: str, paced_table: str = "") -> 
         table,
         "",
         *paced,
+        *curve,
     ])  # fmt: skip
 
 
@@ -513,6 +447,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="total workloads/s offered in the paced phase (below every system's ceiling)",
     )
     parser.add_argument(
+        "--curve-rates",
+        type=_rates,
+        default=DEFAULT_CURVE_RATES,
+        help="offered workloads/s of the load curve, comma separated; '' skips it",
+    )
+    parser.add_argument(
+        "--curve-seconds", type=float, default=4.0, help="how long each curve point lasts"
+    )
+    parser.add_argument(
         "--asyncnb-bin", type=Path, default=BIN_DIR / "asyncnb", help="asyncnb executable"
     )
     parser.add_argument("--markdown", type=Path, help="also write the report here")
@@ -523,7 +466,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown systems {sorted(unknown)}; choose from {ALL_SYSTEMS}")
     if args.paced_n < 0 or not args.paced_rate > 0:
         parser.error("--paced-n must be >= 0 and --paced-rate > 0")
+    if any(r <= 0 for r in args.curve_rates) or not args.curve_seconds > 0:
+        parser.error("--curve-rates must be positive and --curve-seconds > 0")
     return args
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -538,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.asyncnb_bin,
         args.paced_n,
         args.paced_rate,
+        args.curve_rates,
+        args.curve_seconds,
     )
     results: dict[str, dict[str, Any]] = {}
     for name in args.systems.split(","):
@@ -553,12 +504,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if paced_table:
         print(f"\npaced: {opts.paced_n} workloads offered at {opts.paced_rate:g}/s")
         print(paced_table)
+    curve_table = format_curve_table(results)
+    if curve_table:
+        print(f"\nload curve: offered rates {', '.join(f'{r:g}' for r in opts.curve_rates)}/s")
+        print(curve_table)
     if args.markdown:
-        args.markdown.write_text(markdown_report(meta, table, paced_table))
+        args.markdown.write_text(markdown_report(meta, table, paced_table, curve_table))
     if args.json:
         raw = {"meta": meta, "results": json_safe(results)}
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
-    runs = [r for res in results.values() for r in (res, res.get("paced")) if r is not None]
+    runs = [
+        r
+        for res in results.values()
+        for r in (res, res.get("paced"), *res.get("curve", ()))
+        if r is not None
+    ]
     ok = all("error" not in r and r["failures"] == 0 and not r["timed_out"] for r in runs)
     return 0 if ok else 1
 
