@@ -1,4 +1,4 @@
-"""Run the benchmark suite, keep its JSON, draw the plots and write the results page.
+"""Run the benchmark suite, keep its JSON, draw the plots and write the results into the docs.
 
     python -m bench.report                      # everything: about 5-10 minutes on 2 cores
     python -m bench.report --quick              # small sizes, ~1 min, into bench/results/quick
@@ -13,9 +13,14 @@ Parts, each a subprocess writing `<results-dir>/<part>.json`:
 - `payloads`: `python -m bench.payloads` (1 KB/1 MB/100 MB, 1 GB upload, 100 MB result);
 - `latency`: `python -m bench.latency` (one at a time, against raw Dask).
 
-The page (`docs/benchmarks-results.md`) embeds PNG plots from `docs/img/`, lists the machine,
-date and command of each part, and marks each issue-6 target met or not met. A part that is
-not run this time keeps its previous JSON, if any, and the page shows that part's own date.
+The results go into `docs/benchmarks.md`, between its two marker lines
+`<!-- bench.report: results start ... -->` and `<!-- bench.report: results end -->`: only what
+lies between them is replaced, the hand-written prose around them is kept, and a page without
+them is left alone (the report fails, saying so). `--quick`, or `--markdown` naming a file that
+does not exist yet, writes a page of its own instead (with the markers, so that it can be
+updated the same way). The results embed PNG plots from `docs/img/`, list the machine, date and
+command of each part, and mark each issue-6 target met or not met. A part that is not run this
+time keeps its previous JSON, if any, and the results show that part's own date.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import REPO_ROOT, log, log_targets
-from bench.page import markdown, shown
+from bench.page import MarkerError, results_block, shown, splice, standalone
 from bench.plots import draw
 from bench.targets import all_targets
 
@@ -99,6 +104,20 @@ def is_quick(part: str, data: dict[str, Any]) -> bool:
     return "--quick" in str(meta.get("command", ""))
 
 
+def page_text(path: Path, block: str, alone: bool) -> str | None:
+    """What `path` is to hold: `block` in a page of its own, or between the markers of `path`.
+
+    None, said in the log, when `path` lacks the markers: it is not overwritten.
+    """
+    if alone:
+        return standalone(block)
+    try:
+        return splice(path.read_text(), block, path)
+    except MarkerError as exc:
+        log(f"[report] {exc}")
+        return None
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -121,15 +140,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=None, help="default bench/results")
     parser.add_argument("--img-dir", type=Path, default=None, help="default docs/img")
     parser.add_argument(
-        "--markdown", type=Path, default=None, help="default docs/benchmarks-results.md"
+        "--markdown",
+        type=Path,
+        default=None,
+        help="page whose marked block gets the results (default docs/benchmarks.md); "
+        "one that does not exist yet is written as a page of its own",
     )
     args = parser.parse_args(argv)
     # Quick figures must not overwrite the published ones by accident.
     base = QUICK_DIR if args.quick else None
+    args.standalone = base is not None and args.markdown is None
     args.results_dir = args.results_dir or (base or REPO_ROOT / "bench" / "results")
     args.img_dir = args.img_dir or (base / "img" if base else REPO_ROOT / "docs" / "img")
-    default_page = REPO_ROOT / "docs" / "benchmarks-results.md"
-    args.markdown = args.markdown or (base / "benchmarks-results.md" if base else default_page)
+    default_page = REPO_ROOT / "docs" / "benchmarks.md"
+    args.markdown = args.markdown or (base / "benchmarks.md" if base else default_page)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(args.parts) - set(PARTS)
     if unknown:
@@ -140,6 +164,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
+    alone = args.standalone or not args.markdown.exists()
+    if page_text(args.markdown, "", alone) is None:  # before the runs, not after them
+        return 1
     args.results_dir.mkdir(parents=True, exist_ok=True)
     failed = []
     if not args.report_only:
@@ -153,9 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     drawn = draw(data, args.img_dir)
     quick = args.quick or any(is_quick(part, d) for part, d in data.items())
     command = ["python -m bench.report", *raw]
-    page = markdown(data, drawn, args.markdown, quick, command, args.results_dir)
+    block = results_block(data, drawn, args.markdown, quick, command, args.results_dir)
+    text = page_text(args.markdown, block, alone)
+    if text is None:
+        return 1
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(page)
+    args.markdown.write_text(text)
     log(f"[report] wrote {args.markdown}")
     log_targets("report", [check for _, check in all_targets(data)])
     if failed:
