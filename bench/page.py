@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import MB, REPO_ROOT
-from bench.run import format_paced_table, format_table
+from bench.run import CURVE_MAX_FRACTION, format_curve_table, format_paced_table, format_table
 from bench.targets import VERDICT, all_targets, num_or_nan
 
 GUIDE = REPO_ROOT / "docs" / "benchmarks.md"
@@ -119,6 +119,31 @@ def section_run(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> lis
         *image("latency", drawn, page, "latency per system"),
         "",
         *section_paced(data, page),
+        "",
+        *section_curve(data, drawn, page),
+    ]
+
+
+def section_curve(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> list[str]:
+    meta, results = data.get("meta", {}), data.get("results", {})
+    clients = meta.get("concurrency", "?")
+    heading = f"## Latency as the load grows ({clients} clients, open loop)"
+    curve_table = format_curve_table(results)
+    if not curve_table:
+        return [heading, "", "Not measured: this `run.json` has no load curve."]
+    seconds = num_or_nan(meta.get("curve_seconds"))
+    return [
+        heading,
+        "",
+        f"The paced load again, at each offered rate for {seconds:g} s, on the same server "
+        "after the paced phase. A system is offered only the rates up to "
+        f"{CURVE_MAX_FRACTION:.0%} of its own saturated submit rate; past that, the "
+        "saturated table says what happens. Every workload is polled every "
+        f"{num_or_nan(meta.get('poll_interval_s')) * 1000:g} ms until it completes, so a "
+        "system whose workloads take longer to complete also answers more polls per workload.",
+        "",
+        curve_table,
+        *image("curve", drawn, page, "submit and poll latency vs offered load"),
     ]
 
 

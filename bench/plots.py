@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bench.harness import log
-from bench.targets import num_or_nan
+from bench.targets import GET_P50_TARGET_MS, SUBMIT_P50_TARGET_MS, num_or_nan
 
 SYSTEM_COLORS = {"noop": "#9e9e9e", "celery": "#d95f02", "asyncnb": "#1b9e77"}
 
@@ -258,8 +258,42 @@ def plot_light_latency(data: dict[str, Any], path: Path) -> Path | None:
     return save(fig, path)
 
 
+def plot_curve(data: dict[str, Any], path: Path) -> Path | None:
+    """Submit and GET p50 against the offered rate, a line per system, with the targets."""
+    curves = {n: r["curve"] for n, r in data.get("results", {}).items() if r.get("curve")}
+    if not curves:
+        return None
+    fig, (left, right) = figure(panels=2)
+    for ax, key, goal, what in (
+        (left, "submit_p50_ms", SUBMIT_P50_TARGET_MS, "submit (POST) p50"),
+        (right, "get_p50_ms", GET_P50_TARGET_MS, "poll (GET) p50"),
+    ):
+        for name, points in curves.items():
+            rates = [num_or_nan(p.get("offered_per_s")) for p in points]
+            values = [num_or_nan(p.get(key)) for p in points]
+            color = SYSTEM_COLORS.get(name, "#7570b3")
+            ax.plot(rates, values, "o-", color=color, label=name)
+        # Not in the Celery stack's orange: the line is a goal, not a system.
+        ax.axhline(goal, color="black", ls=":", label=f"target: {goal:g} ms")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted({num_or_nan(p.get("offered_per_s")) for c in curves.values() for p in c})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("workloads / s offered (open loop)")
+        ax.set_ylabel("milliseconds")
+        clients = data.get("meta", {}).get("concurrency", "?")
+        ax.set_title(f"{what} vs offered load, {clients} clients")
+        ax.legend(fontsize=8)
+    return save(fig, path)
+
+
 PLOTS = {
-    "run": (("throughput", plot_throughput), ("latency", plot_latency)),
+    "run": (
+        ("throughput", plot_throughput),
+        ("latency", plot_latency),
+        ("curve", plot_curve),
+    ),
     "queue": (("queue", plot_queue),),
     "payloads": (("payloads", plot_payloads),),
     "latency": (("light-latency", plot_light_latency),),

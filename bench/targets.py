@@ -80,6 +80,7 @@ def paced_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         if late:
             measured += f"; {late} of {n} submits > 10 ms behind schedule"
         measured += ")"
+        measured += curve_reach(res.get("asyncnb", {}).get("curve") or [], key, goal)
         met: bool | None = None if math.isnan(p50) else p50 <= goal
         if ours.get("failures") or ours.get("timed_out"):
             # A run that lost workloads does not meet a latency target, however fast.
@@ -87,6 +88,24 @@ def paced_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             met = False
         rows.append(target(name, f"<= {goal:g} ms", measured, met))
     return rows
+
+
+def curve_reach(points: list[dict[str, Any]], key: str, goal: float) -> str:
+    """How far up the load curve a latency target holds: the highest offered rate at which it
+    and every lower one kept the p50 within the goal, kept up and lost nothing."""
+    held = None
+    for point in sorted(points, key=lambda p: num_or_nan(p.get("offered_per_s"))):
+        offered = num_or_nan(point.get("offered_per_s"))
+        kept_up = num_or_nan(point.get("submit_per_s")) >= 0.95 * offered
+        ok = num_or_nan(point.get(key)) <= goal and kept_up and not point.get("failures")
+        if not ok:
+            break
+        held = offered
+    if not points:
+        return ""
+    if held is None:
+        return f"; above {goal:g} ms at every rate of the load curve"
+    return f"; within {goal:g} ms up to {held:.0f}/s on the load curve"
 
 
 def all_targets(data: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
