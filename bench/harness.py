@@ -91,6 +91,11 @@ class Gateway:
         """Resident memory of the `asyncnb serve` process alone (Dask workers are children)."""
         return int(psutil.Process(self.pid).memory_info().rss)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the `asyncnb serve` process alone, all its threads."""
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
 
 def start_gateway(
     stack: contextlib.ExitStack,

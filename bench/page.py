@@ -177,6 +177,22 @@ def section_paced(data: dict[str, Any], page: Path) -> list[str]:
     ]
 
 
+def fills_note(res: dict[str, Any]) -> str:
+    """How the levels' figures were drawn from several fills, when there were several."""
+    ratios = res.get("rate_ratios") or []
+    if len(ratios) < 2:
+        return ""
+    per_fill = ", ".join(f"{r:.0%}" for r in ratios)
+    return (
+        f"The queue was filled {len(ratios)} times, each on a new gateway; every figure is the "
+        "median over the fills. The rate at a level is over the last tenth of the submits "
+        "before it (at least 1,000, so the 1k level's ~870 after the lanes ramp up): rates of "
+        f"the largest level over the smallest, per fill: {per_fill}. Wall-clock rates on this "
+        "shared VM drift with its neighbours; the gateway's CPU time per submit shows what "
+        "one submit costs it."
+    )
+
+
 def section_queue(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> list[str]:
     if "error" in data:
         return ["## Queue cost", "", f"Failed: {_one_line(data['error'])}"]
@@ -186,6 +202,7 @@ def section_queue(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> l
             f"{lvl['depth']:,}",
             f"{num(lvl['submit_per_s'])} (last {lvl['window']:,})",
             num(lvl["batch_per_s"]),
+            num(lvl.get("cpu_us_per_submit")),
             num(lvl["submit_p50_ms"], 1),
             num(lvl["submit_p99_ms"], 1),
             num(lvl["submit_max_ms"], 0),
@@ -201,13 +218,15 @@ def section_queue(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> l
         f'worker drains the queue; {res["concurrency"]} aiohttp submitters POST `{{"x": i}}` '
         f"to the no-op API after {res.get('warmup', 0):,} warm-up submits to another API. "
         "Memory is the RSS of the `asyncnb serve` process alone, over the empty queue "
-        f"({num(res['empty_rss_bytes'] / 2**20, 1)} MiB).",
+        f"({num(res['empty_rss_bytes'] / 2**20, 1)} MiB). "
+        f"{fills_note(res)}",
         "",
         table(
             [
                 "queued",
                 "submits/s",
                 "whole batch /s",
+                "gateway CPU µs / submit",
                 "submit p50 ms",
                 "submit p99 ms",
                 "slowest submit ms",

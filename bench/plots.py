@@ -164,12 +164,19 @@ def plot_queue(data: dict[str, Any], path: Path) -> Path | None:
 def queue_rate_panel(ax: Any, levels: Sequence[dict[str, Any]]) -> None:
     depth = [lvl["depth"] for lvl in levels]
     window = [lvl["submit_per_s"] for lvl in levels]
-    ax.plot(depth, window, "o-", color="#1b9e77", label="last window before the level")
+    ax.plot(
+        depth, window, "o-", color="#1b9e77", label="last tenth of the submits before the level"
+    )
     batch = [lvl["batch_per_s"] for lvl in levels]
     ax.plot(depth, batch, "s--", color="#7570b3", label="whole batch since the previous level")
+    cpu = [num_or_nan(lvl.get("cpu_submit_per_s")) for lvl in levels]
+    if not all(math.isnan(c) for c in cpu):
+        label = "what the gateway's CPU time per submit allows"
+        ax.plot(depth, cpu, "^:", color="#666666", label=label)
     ax.axhline(0.8 * window[0], color="#d95f02", ls=":", label="target: 80% of the first level")
     depth_axis(ax, depth)
-    ax.set_ylim(bottom=0, top=max(max(window), max(batch)) * 1.25)
+    highest = max(v for v in (*window, *batch, *cpu) if not math.isnan(v))
+    ax.set_ylim(bottom=0, top=highest * 1.25)
     ax.set_ylabel("submits / s")
     ax.set_title("Submit rate vs queue depth")
     ax.legend(fontsize=8, loc="lower left")

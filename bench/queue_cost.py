@@ -7,15 +7,19 @@ none, so nothing drains the queue: every accepted workload stays queued in the g
 no-op API is deployed (it stays `deploying`, which still accepts work) and 64 aiohttp
 submitters POST small JSON workloads until each level is reached. At each level we record
 
-- the submit rate of the last `--window` submits before the level (warm, steady state);
+- the submit rate of the last tenth of the submits before the level, at least `--window` of
+  them (warm, steady state). A tenth keeps a deep queue's costs in proportion: at 100k queued
+  a full garbage collection walks every queued workload, and a window of 10,000 submits holds
+  as many of them as the long run does, where one of 1,000 holds one or none;
 - the RSS of the `asyncnb serve` process alone, as growth per queued workload relative to the
   empty queue.
 
-The fill is repeated `--repeats` times, each on a new gateway with empty storage: one fill's
-rate over a window of ~1,000 submits moves by ±20 % on a shared 2-core VM (a burst of noise,
-or a full garbage collection, lands in a window or not). Each level reports the median over
-the repeats, and the target is judged on the median of the per-fill ratios (largest level /
-smallest), since both rates of one ratio come from the same gateway.
+The fill is repeated `--repeats` times, each on a new gateway with empty storage: on a shared
+2-core VM the wall-clock rate drifts by tens of percent within seconds, whatever the queue
+depth (the 1k level's window lasts ~0.2 s), while the gateway's CPU time per submit moves
+much less. Each level reports the median over the repeats, with the CPU time per submit
+beside the rate, and the target is judged on the median of the per-fill rate ratios (largest
+level / smallest), since both rates of one ratio come from the same gateway.
 
 After the last fill the gateway is killed with SIGKILL and restarted on the same storage, and
 we time how long it takes until `GET /noop` reports every workload queued again (the journal
@@ -32,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +75,10 @@ class Level:
     window: int
     submit_per_s: float
     batch_per_s: float
+    # Gateway CPU time per submit over the same window, and the rate it allows: what one
+    # submit costs the gateway, unlike wall time, which drifts with the VM's neighbours.
+    cpu_us_per_submit: float
+    cpu_submit_per_s: float
     submit_p50_ms: float
     submit_p99_ms: float
     submit_max_ms: float
@@ -83,12 +91,29 @@ class Level:
 # --------------------------------------------------------------------------- submitting
 
 
+@dataclass
+class Batch:
+    """One batch of submits: completion times and latencies in completion order, and the
+    gateway's CPU time read every `CPU_EVERY` completions, by completion index."""
+
+    done: list[float]
+    latency: list[float]
+    cpu: dict[int, float]
+
+
+CPU_EVERY = 250
+
+
 async def submit_batch(
-    session: aiohttp.ClientSession, url: str, first: int, count: int, concurrency: int
-) -> tuple[list[float], list[float]]:
-    """POST `count` workloads with `concurrency` lanes: (completion times, latencies), in order."""
-    done: list[float] = []
-    latency: list[float] = []
+    session: aiohttp.ClientSession,
+    url: str,
+    first: int,
+    count: int,
+    concurrency: int,
+    cpu_seconds: Callable[[], float] | None = None,
+) -> Batch:
+    """POST `count` workloads with `concurrency` lanes."""
+    batch = Batch([], [], {})
     indices = iter(range(first, first + count))
 
     async def lane() -> None:
@@ -98,11 +123,13 @@ async def submit_batch(
                 body = await resp.read()
                 if resp.status != 202:
                     raise BenchError(f"POST {url} answered {resp.status}: {body[:200]!r}")
-            done.append(time.perf_counter())
-            latency.append(done[-1] - sent)
+            batch.done.append(time.perf_counter())
+            batch.latency.append(batch.done[-1] - sent)
+            if cpu_seconds is not None and len(batch.done) % CPU_EVERY == 0:
+                batch.cpu[len(batch.done) - 1] = cpu_seconds()
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
-    return done, latency
+    return batch
 
 
 def steady_window(count: int, window: int, edge: int) -> tuple[int, int]:
@@ -152,11 +179,13 @@ async def fill_levels(
         depth = 0
         for level in levels:
             phase_start = time.perf_counter()
-            done, latency = await submit_batch(session, url, depth, level - depth, concurrency)
+            batch = await submit_batch(
+                session, url, depth, level - depth, concurrency, gateway.cpu_seconds
+            )
             depth = level
             rss = gateway.rss()
             await check_depth(session, url, level)
-            found = summarise_level(level, done, latency, window, concurrency)
+            found = summarise_level(level, batch, max(window, level // 10), concurrency)
             found.rss_bytes, found.rss_growth_bytes = rss, rss - empty
             found.bytes_per_workload = (rss - empty) / level
             found.phase_s = time.perf_counter() - phase_start
@@ -164,28 +193,36 @@ async def fill_levels(
     for found in results:
         log(
             f"[queue] {found.depth:>7} queued: {found.submit_per_s:7.0f} submits/s "
-            f"(last {found.window}), RSS +{found.rss_growth_bytes / 2**20:.1f} MiB = "
+            f"(last {found.window}), {found.cpu_us_per_submit:.0f} us of gateway CPU each, "
+            f"RSS +{found.rss_growth_bytes / 2**20:.1f} MiB = "
             f"{found.bytes_per_workload:.0f} B/workload"
         )
     return empty, results
 
 
-def summarise_level(
-    level: int,
-    done: Sequence[float],
-    latency: Sequence[float],
-    window: int,
-    concurrency: int,
-) -> Level:
+def cpu_per_submit(cpu: dict[int, float], start: int, end: int) -> float:
+    """Gateway CPU seconds per submit between the first and last CPU reading in [start, end]."""
+    inside = sorted(i for i in cpu if start <= i <= end)
+    if len(inside) < 2:
+        return float("nan")
+    first, last = inside[0], inside[-1]
+    return (cpu[last] - cpu[first]) / (last - first)
+
+
+def summarise_level(level: int, batch: Batch, window: int, concurrency: int) -> Level:
     """The rate and latency figures of one level; memory is filled in by the caller."""
+    done, latency = batch.done, batch.latency
     start, end = steady_window(len(done), window, concurrency)
     first, _ = steady_window(len(done), len(done), concurrency)
     recent = latency[start + 1 : end + 1]
+    cpu = cpu_per_submit(batch.cpu, start, end)
     return Level(
         depth=level,
         window=end - start,
         submit_per_s=rate(done, start, end),
         batch_per_s=rate(done, first, end),
+        cpu_us_per_submit=cpu * 1e6,
+        cpu_submit_per_s=1 / cpu if cpu > 0 else float("nan"),
         submit_p50_ms=percentile(recent, 50) * 1000,
         submit_p99_ms=percentile(recent, 99) * 1000,
         # The slowest submit of the whole batch: where the gateway's event loop stalled.
@@ -348,12 +385,12 @@ def _levels(text: str) -> list[int]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.queue_cost", description=__doc__)
     parser.add_argument("--levels", type=_levels, default=None, help="e.g. 1000,10000,100000")
-    parser.add_argument("--window", type=int, default=1000, help="submits per rate sample")
+    parser.add_argument("--window", type=int, default=1000, help="fewest submits per rate sample")
     parser.add_argument(
         "--repeats",
         type=int,
         default=None,
-        help="fills, each on a new gateway (3; --quick: 1)",
+        help="fills, each on a new gateway (5; --quick: 1)",
     )
     parser.add_argument("-c", type=int, default=64, help="concurrent submitters")
     parser.add_argument("--warmup", type=int, default=1000, help="submits before measuring")
@@ -366,7 +403,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.levels is None:
         args.levels = list(QUICK_LEVELS if args.quick else DEFAULT_LEVELS)
     if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
+        args.repeats = 1 if args.quick else 5
     if min(args.levels) < 1 or args.window < 1 or args.repeats < 1:
         parser.error("levels, window and repeats must be positive")
     return args
