@@ -9,7 +9,6 @@ import asyncio
 import logging
 import pickle
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from .api_state import APIState
 from .dispatch import Dispatcher
 from .engine_errors import Conflict, EngineError, NotFound, StorageTimeout, Unavailable
+from .finished_cache import FinishedCache
 from .metrics import GatewayMetrics
 from .names import idempotent_workload_id, new_workload_id
 from .options import APIOptions
@@ -87,8 +87,9 @@ class Engine:
             policy=self.settings.webhook_policy,
         )
         self._live: dict[str, Workload] = {}
-        self._finished: OrderedDict[str, Workload] = OrderedDict()
-        self._finished_bytes = 0
+        self._finished = FinishedCache(
+            self.settings.finished_cache, self.settings.finished_cache_bytes
+        )
         self._accepting: dict[str, asyncio.Future[Workload]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -273,11 +274,11 @@ class Engine:
             if record is None:
                 return None
             workload = Workload.from_final_record(record)
-            self._remember_finished(workload)
+            self._finished.remember(workload)
         if workload.api != api:
             return None
         if workload.expires_at is not None and workload.expires_at < time.time():
-            self._finished.pop(workload_id, None)
+            self._finished.pop(workload_id)
             self.spawn(self.io(self.storage.delete_tree, self._workload_dir(api, workload_id)))
             return None
         return workload
@@ -391,7 +392,7 @@ class Engine:
             state.counts[status.value] += 1
             state.running.pop(workload.id, None)
             self._live.pop(workload.id, None)
-            self._remember_finished(workload)
+            self._finished.remember(workload)
             self.metrics.end_to_end.labels(state.name, status.value).observe(
                 (workload.finished_at or now) - workload.created_at
             )
@@ -399,23 +400,6 @@ class Engine:
                 workload.done.set()
             if url:
                 self.spawn(self._deliver(state, workload, url))
-
-    def _remember_finished(self, workload: Workload) -> None:
-        """Keep recent finished workloads (and their inline results) for fast reads.
-
-        Bounded by count and by the bytes of inline results, which may be up to 1 MiB each.
-        """
-        previous = self._finished.pop(workload.id, None)
-        if previous is not None:
-            self._finished_bytes -= len(previous.result_data or b"")
-        self._finished[workload.id] = workload
-        self._finished_bytes += len(workload.result_data or b"")
-        while self._finished and (
-            len(self._finished) > self.settings.finished_cache
-            or self._finished_bytes > self.settings.finished_cache_bytes
-        ):
-            _, evicted = self._finished.popitem(last=False)
-            self._finished_bytes -= len(evicted.result_data or b"")
 
     def _workload_dir(self, api: str, workload_id: str) -> str:
         return self.storage.path("workloads", api, workload_id)
@@ -494,11 +478,7 @@ class Engine:
             state = self.apis.get(api)
             return state.options.result_ttl if state else APIOptions().result_ttl
 
-        now = time.time()
-        for workload_id in [
-            w.id for w in self._finished.values() if w.expires_at and w.expires_at < now
-        ]:
-            self._finished.pop(workload_id, None)
+        self._finished.expire(time.time())
         removed = await self.io_unbounded(self.store.sweep)
         # Listing per-workload folders can take long: off the event loop, whatever the storage.
         live = set(self._live)
