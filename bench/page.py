@@ -147,6 +147,18 @@ def section_curve(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> l
     ]
 
 
+def below_ceilings(results: dict[str, Any], rate: float) -> str:
+    """Whether the paced rate sits below each system's saturated submit rate in this run."""
+    over = [
+        f"{name}'s {num_or_nan(res.get('submit_per_s')):.0f}/s"
+        for name, res in results.items()
+        if "paced" in res and not num_or_nan(res.get("submit_per_s")) > rate
+    ]
+    if not over:
+        return "below every system's saturated rate"
+    return "below every system's saturated rate in this run except " + " and ".join(over)
+
+
 def section_paced(data: dict[str, Any], page: Path) -> list[str]:
     meta, results = data.get("meta", {}), data.get("results", {})
     clients = meta.get("concurrency", "?")
@@ -168,8 +180,9 @@ def section_paced(data: dict[str, Any], page: Path) -> list[str]:
         f"The saturated table above keeps {clients} requests in flight, so by Little's law "
         f"every latency there is {clients} / rate: queueing in front of the server, not its "
         f"cost. After it, the same {clients} submit lanes and pollers offer {n} more workloads "
-        f"open loop at {rate:g} workloads/s in total, below every system's ceiling (workload "
-        f"i is due at start + i/{rate:g}; a lane that is late sends at once). *Late* is how "
+        f"open loop at {rate:g} workloads/s in total, {below_ceilings(results, rate)}. "
+        f"Workload i is due at start + i/{rate:g}, and a lane that is late sends at once. "
+        "*Late* is how "
         "long after its due time a POST went out: near 0 while the system keeps up, growing "
         f"when it does not. See {guide_link(page, PACED_ANCHOR, 'saturated and paced')}.",
         "",
