@@ -256,8 +256,8 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
 )
 RATIOS = (("asyncnb", "celery"), ("asyncnb", "noop"))
 
-# The paced phase: offered vs achieved rate, latency at that rate, and how late submits went.
-PACED_COLUMNS: tuple[tuple[str, str], ...] = (
+# An open-loop run: offered vs achieved rate and the latency at that rate.
+OPEN_LOOP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("offered/s", "offered_per_s"),
     ("achieved submit/s", "submit_per_s"),
     ("submit p50 ms", "submit_p50_ms"),
@@ -265,9 +265,21 @@ PACED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("GET p50 ms", "get_p50_ms"),
     ("GET p99 ms", "get_p99_ms"),
     ("e2e p50 ms", "e2e_p50_ms"),
-    ("late p99 ms", "late_p99_ms"),
-    ("late max ms", "late_max_ms"),
 )
+# The paced phase adds how late the submits went out; the curve, one row per offered rate,
+# the tail of end-to-end latency.
+PACED_COLUMNS = (*OPEN_LOOP_COLUMNS, ("late p99 ms", "late_p99_ms"), ("late max ms", "late_max_ms"))
+CURVE_COLUMNS = (*OPEN_LOOP_COLUMNS, ("e2e p99 ms", "e2e_p99_ms"))
+OPEN_LOOP_TAIL = ("late > 10 ms", "failures")
+
+
+def open_loop_cells(run: dict[str, Any], columns: Sequence[tuple[str, str]]) -> list[str]:
+    # Two decimals: at a sustainable load these are a few milliseconds.
+    return [
+        *(fmt(run.get(key), digits=2) for _, key in columns),
+        f"{run.get('late_over_10ms', 0)} / {run.get('n', '?')}",
+        _failures(run),
+    ]
 
 
 def fmt(value: Any, ratio: bool = False, digits: int = 1) -> str:
@@ -300,7 +312,7 @@ def format_paced_table(results: dict[str, dict[str, Any]]) -> str:
     """The paced phase per system; empty when no system has one (older JSON, --paced-n 0)."""
     if not any("paced" in res for res in results.values()):
         return ""
-    headers = ["system", *(c[0] for c in PACED_COLUMNS), "late > 10 ms", "failures"]
+    headers = ["system", *(c[0] for c in PACED_COLUMNS), *OPEN_LOOP_TAIL]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for name, res in results.items():
         paced = res.get("paced")
@@ -309,42 +321,20 @@ def format_paced_table(results: dict[str, dict[str, Any]]) -> str:
         elif paced is None:
             cells = ["not measured", *[""] * (len(headers) - 2)]
         else:
-            # Two decimals: at a sustainable load these are a few milliseconds.
-            cells = [
-                *(fmt(paced.get(key), digits=2) for _, key in PACED_COLUMNS),
-                f"{paced.get('late_over_10ms', 0)} / {paced.get('n', '?')}",
-                _failures(paced),
-            ]
+            cells = open_loop_cells(paced, PACED_COLUMNS)
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
-
-
-# The load curve: one row per (system, offered rate).
-CURVE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("offered/s", "offered_per_s"),
-    ("achieved submit/s", "submit_per_s"),
-    ("submit p50 ms", "submit_p50_ms"),
-    ("submit p99 ms", "submit_p99_ms"),
-    ("GET p50 ms", "get_p50_ms"),
-    ("GET p99 ms", "get_p99_ms"),
-    ("e2e p50 ms", "e2e_p50_ms"),
-    ("e2e p99 ms", "e2e_p99_ms"),
-)
 
 
 def format_curve_table(results: dict[str, dict[str, Any]]) -> str:
     """Latency per offered rate and system; empty when no system has a curve."""
     if not any(res.get("curve") for res in results.values()):
         return ""
-    headers = ["system", *(c[0] for c in CURVE_COLUMNS), "late > 10 ms", "failures"]
+    headers = ["system", *(c[0] for c in CURVE_COLUMNS), *OPEN_LOOP_TAIL]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for name, res in results.items():
         for point in res.get("curve", ()):
-            cells = [
-                *(fmt(point.get(key), digits=2) for _, key in CURVE_COLUMNS),
-                f"{point.get('late_over_10ms', 0)} / {point.get('n', '?')}",
-                _failures(point),
-            ]
+            cells = open_loop_cells(point, CURVE_COLUMNS)
             lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
 
