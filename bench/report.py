@@ -1,6 +1,6 @@
 """Run the benchmark suite, keep its JSON, draw the plots and write the results into the docs.
 
-    python -m bench.report                      # everything: about 5-10 minutes on 2 cores
+    python -m bench.report                      # everything: about 5 minutes on 2 cores
     python -m bench.report --quick              # small sizes, ~1 min, into bench/results/quick
     python -m bench.report --parts queue,latency
     python -m bench.report --report-only        # redraw from the JSON already in bench/results
@@ -8,8 +8,8 @@
 Parts, each a subprocess writing `<results-dir>/<part>.json`:
 
 - `run`: `python -m bench.run -n 5000` (noop ceiling vs FastAPI+Celery+Redis vs asyncnb,
-  saturated, then paced at a sustainable rate);
-- `queue`: `python -m bench.queue_cost` (1k/10k/100k queued, restart recovery);
+  saturated, then paced at a sustainable rate, then a load curve of offered rates);
+- `queue`: `python -m bench.queue_cost` (1k/10k/100k queued, five fills, restart recovery);
 - `payloads`: `python -m bench.payloads` (1 KB/1 MB/100 MB, 1 GB upload, 100 MB result);
 - `latency`: `python -m bench.latency` (one at a time, against raw Dask).
 
