@@ -169,7 +169,8 @@ def queue_rate_panel(ax: Any, levels: Sequence[dict[str, Any]]) -> None:
     )
     batch = [lvl["batch_per_s"] for lvl in levels]
     ax.plot(depth, batch, "s--", color="#7570b3", label="whole batch since the previous level")
-    cpu = [num_or_nan(lvl.get("cpu_submit_per_s")) for lvl in levels]
+    cpu_us = [num_or_nan(lvl.get("cpu_us_per_submit")) for lvl in levels]
+    cpu = [1e6 / us if us > 0 else math.nan for us in cpu_us]  # NaN stays NaN
     if not all(math.isnan(c) for c in cpu):
         label = "what the gateway's CPU time per submit allows"
         ax.plot(depth, cpu, "^:", color="#666666", label=label)
