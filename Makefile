@@ -16,14 +16,18 @@ demo: $(STAMP)
 	$(PY) -m asyncnb.demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check asyncnb jupyter_extension tests bench
-	$(VENV)/bin/ruff format --check asyncnb jupyter_extension tests bench
+	$(VENV)/bin/ruff check asyncnb jupyter_extension tests bench tools
+	$(VENV)/bin/ruff format --check asyncnb jupyter_extension tests bench tools
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
 
 bench: $(STAMP)
 	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)

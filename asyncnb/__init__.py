@@ -1,9 +1,16 @@
-"""asyncnb: turn a notebook predictor class into an asynchronous inference API on Dask."""
+"""asyncnb: turn a notebook predictor class into an asynchronous inference API on Dask.
+
+This module is the facade: it names what users call and imports each part only when it is
+called, so that a Dask worker importing `report_progress` loads neither the client nor the
+gateway. The layers themselves live in subpackages (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from .contract.version import __version__
 from .errors import (
     AsyncNBError,
     GatewayError,
@@ -12,9 +19,7 @@ from .errors import (
     WorkloadCancelled,
     WorkloadFailed,
 )
-from .progress import report_progress
-
-__version__ = "0.1.0"
+from .runtime.progress import report_progress
 
 __all__ = [
     "AsyncAPI",
@@ -52,7 +57,7 @@ def deploy_notebook(path: Any, name: str, **options: Any) -> Any:
 
 def record(name: str, value: Any) -> None:
     """Inside a notebook API: record `value` as part of the workload's result."""
-    from .notebook_api import record as record_value
+    from .runtime.notebook_api import record as record_value
 
     record_value(name, value)
 
@@ -69,14 +74,14 @@ def api(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext asyncnb`: registers the `%%async_api` magics."""
-    from .magics import AsyncAPIMagics
+    from .ipython.magics import AsyncAPIMagics
 
     ipython.register_magics(AsyncAPIMagics)
 
 
 def start_gateway(**settings: Any) -> Any:
     """Start the embedded gateway with settings (workers, worker_resources, storage, port)."""
-    from .embedded import start_gateway as start
+    from .server.embedded import start_gateway as start
 
     return start(**settings)
 
@@ -88,3 +93,13 @@ def __getattr__(name: str) -> Any:
 
         return getattr(client, name)
     raise AttributeError(name)
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and ipython.get_ipython() is not None
+
+
+if _in_ipython():
+    # Inside IPython (a Jupyter kernel), API handles display as their live dashboard.
+    from . import ipython as _notebook_side  # noqa: F401

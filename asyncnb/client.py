@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import json
 import os
 import site
 import sys
 import sysconfig
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,8 @@ import cloudpickle
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from .contract.names import api_name_problem, workload_id_problem
+from .contract.predictor import check_predictor_class, decode_payload, encode_payload
 from .errors import (
     GatewayError,
     GatewayUnreachable,
@@ -25,14 +28,23 @@ from .errors import (
     WorkloadCancelled,
     WorkloadFailed,
 )
-from .names import api_name_problem, is_workload_id
-from .predictor import check_predictor_class, decode_payload
 
 _LONG_POLL_S = 20.0
 
 # name → handle of every API deployed from this process, so `asyncnb.api(name)` finds it on
 # the gateway it was deployed to
 handles: dict[str, AsyncAPI] = {}
+
+# How a handle shows itself as a live dashboard in a notebook. asyncnb.ipython plugs its
+# widget in here when it is imported (asyncnb imports it inside IPython); the client itself
+# never imports widgets, so scripts and workers stay light.
+DashboardFactory = Callable[["AsyncAPI", float], Any]
+_dashboard_factory: DashboardFactory | None = None
+
+
+def set_dashboard_factory(factory: DashboardFactory | None) -> None:
+    global _dashboard_factory
+    _dashboard_factory = factory
 
 
 def _transient(exc: BaseException) -> bool:
@@ -69,29 +81,29 @@ def pickle_predictor(cls: type) -> bytes:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]:
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        return bytes(payload), content_type or "application/octet-stream"
-    if isinstance(payload, str) and (content_type is None or content_type.startswith("text/")):
-        return payload.encode("utf-8"), content_type or "text/plain; charset=utf-8"
-    return json.dumps(payload).encode("utf-8"), content_type or "application/json"
-
-
 class Client:
     """Talks to one gateway: `url` or `ASYNCNB_GATEWAY`, else an embedded one in this process."""
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
         url = url or os.environ.get("ASYNCNB_GATEWAY")
         if not url:
-            from .embedded import embedded_gateway
+            from .server.embedded import embedded_gateway
 
             url = embedded_gateway().url
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("ASYNCNB_TOKEN") or None
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
+            base_url=self.url,
+            headers=self.auth_headers(),
+            timeout=httpx.Timeout(timeout, connect=10.0),
         )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def async_http(self, timeout: float = 10.0) -> httpx.AsyncClient:
+        """An asynchronous HTTP client for this gateway, for the caller's event loop (close it)."""
+        return httpx.AsyncClient(base_url=self.url, headers=self.auth_headers(), timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -145,7 +157,7 @@ class Client:
             info = self.request("PUT", f"/apis/{name}", json=body).json()
         except GatewayError as exc:
             if exc.status_code in (400, 404, 422):
-                raise UsageError(_explain(exc.detail)) from None
+                raise UsageError(explain_detail(exc.detail)) from None
             raise
         api = handles.get(name)
         if api is None or api.client.url != self.url:
@@ -158,7 +170,7 @@ class Client:
         self, path: str | Path, name: str, *, kernel_name: str | None = None, **options: Any
     ) -> AsyncAPI:
         """Deploy a whole notebook: each workload runs it with papermill (see notebook_api)."""
-        from .notebook_api import NotebookPredictor, notebook_config
+        from .runtime.notebook_api import NotebookPredictor, notebook_config
 
         return self.deploy(NotebookPredictor, name, notebook_config(path, kernel_name), **options)
 
@@ -192,13 +204,39 @@ def _in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def _explain(detail: Any) -> str:
+def explain_detail(detail: Any) -> str:
+    """A gateway's `detail` as one line: validation issues become `option: message; ...`."""
     if isinstance(detail, list):
         return "; ".join(
             f"{'.'.join(str(p) for p in d.get('loc', [])[2:] or d.get('loc', []))}: {d.get('msg')}"
             for d in detail
         )
     return str(detail)
+
+
+def describe_api(info: dict[str, Any]) -> str:
+    """An API's status record as one line: what `summary()`, the CLI and the magics print."""
+    return (
+        f"{info['name']} v{info['version']} {info['state']}: "
+        f"{info['queue_depth']} queued, {info['in_progress']} in progress, "
+        f"{info['completed']} completed, {info['failed']} failed, "
+        f"workers {info['workers']}→{info['desired_workers']}  {info['endpoint']}"
+    )
+
+
+@dataclass
+class APISnapshot:
+    """One look at an API: its status record and newest workloads, or why there is none."""
+
+    status: dict[str, Any] | None = None
+    workloads: list[dict[str, Any]] = field(default_factory=list)
+    error: Exception | None = None
+
+
+async def _get_json(http: httpx.AsyncClient, path: str, **kwargs: Any) -> Any:
+    response = await http.get(path, **kwargs)
+    response.raise_for_status()
+    return response.json()
 
 
 class AsyncAPI:
@@ -212,17 +250,21 @@ class AsyncAPI:
 
     def dashboard(self, interval: float = 1.0) -> Any:
         """The live ipywidgets dashboard of this API (cached: one per handle)."""
-        from .widgets import APIDashboard
-
+        if _dashboard_factory is None:
+            raise UsageError("the dashboard is a notebook widget: use it inside IPython/Jupyter")
         if self._dashboard is None or self._dashboard.comm is None:
-            self._dashboard = APIDashboard(self, interval=interval)
+            self._dashboard = _dashboard_factory(self, interval)
         return self._dashboard
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle: dict[str, Any] = {}
-        if _in_kernel():
+        if _dashboard_factory is not None and _in_kernel():
             bundle.update(self.dashboard()._repr_mimebundle_(include=include, exclude=exclude))
-        bundle["text/plain"] = repr(self)
+        # Displaying is asked for, so it may ask the gateway; `repr` never does.
+        try:
+            bundle["text/plain"] = f"<AsyncAPI {self.summary()}>"
+        except Exception as exc:
+            bundle["text/plain"] = f"<AsyncAPI {self.name} at {self.url}: {exc}>"
         return bundle
 
     @property
@@ -230,16 +272,32 @@ class AsyncAPI:
         return f"{self.client.url}/{self.name}"
 
     def __repr__(self) -> str:
-        try:
-            info = self.status()
-        except Exception as exc:
-            return f"<AsyncAPI {self.name} at {self.url}: {exc}>"
-        return (
-            f"<AsyncAPI {self.name} v{info['version']} {info['state']} at {self.url}: "
-            f"{info['queue_depth']} queued, {info['in_progress']} in progress, "
-            f"{info['completed']} completed, {info['failed']} failed, "
-            f"workers {info['workers']}→{info['desired_workers']}>"
-        )
+        return f"<AsyncAPI {self.name} at {self.url}>"
+
+    def summary(self) -> str:
+        """One line of the API's state and counts, fetched now."""
+        return describe_api(self.status())
+
+    async def watch(self, interval: float = 1.0, recent: int = 8) -> AsyncIterator[APISnapshot]:
+        """The API's status and its `recent` newest workloads, every `interval` seconds: the
+        data loop of live views (the notebook dashboard), over the same HTTP API as any
+        client. While the gateway cannot be reached, the snapshots carry the error and come
+        less often (up to 30 intervals apart)."""
+        async with self.client.async_http() as http:
+            failures = 0
+            while True:
+                await asyncio.sleep(interval * min(2**failures, 30))
+                try:
+                    status = await _get_json(http, f"/{self.name}")
+                    listed = await _get_json(
+                        http, f"/{self.name}/workloads", params={"limit": recent}
+                    )
+                except Exception as exc:
+                    failures += 1
+                    yield APISnapshot(error=exc)
+                    continue
+                failures = 0
+                yield APISnapshot(status=status, workloads=list(listed["workloads"]))
 
     def status(self) -> dict[str, Any]:
         try:
@@ -270,7 +328,7 @@ class AsyncAPI:
             info = self.client.request("POST", f"/{self.name}", content=body, headers=headers)
         except GatewayError as exc:
             if exc.status_code in (400, 404, 413, 422):
-                raise UsageError(_explain(exc.detail)) from None
+                raise UsageError(explain_detail(exc.detail)) from None
             raise
         return Workload(self, info.json()["id"])
 
@@ -314,8 +372,9 @@ class Workload:
     """One submitted workload."""
 
     def __init__(self, api: AsyncAPI, workload_id: str) -> None:
-        if not is_workload_id(workload_id):
-            raise UsageError(f"invalid workload id {workload_id[:80]!r}: expected 32 hex digits")
+        problem = workload_id_problem(workload_id)
+        if problem:
+            raise UsageError(problem)
         self.api = api
         self.id = workload_id
 

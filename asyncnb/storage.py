@@ -11,6 +11,10 @@ Layout under the root URL::
     workloads/{api}/{id}/status.json  final record of a finished workload
     workloads/{api}/{id}/result     raw result bytes, when not kept inline in status.json
     outbox/{api}/{id}.json          webhook deliveries still owed
+    journal/{api}/{n}.log           on a local disk, the journal instead of queue/, status.json
+                                    and outbox/ (engine/store/journal.py)
+
+Every path of the layout is spelled here, and only here.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-DEFAULT_STORAGE = "~/.asyncnb/storage"
+from .contract.settings import DEFAULT_STORAGE, default_storage_url
+from .contract.tasks import StorageDescription
 
-
-def default_storage_url() -> str:
-    return os.environ.get("ASYNCNB_STORAGE") or DEFAULT_STORAGE
+__all__ = [
+    "DEFAULT_STORAGE",
+    "Storage",
+    "default_storage_url",
+    "storage_from_description",
+]
 
 
 class Storage:
@@ -69,14 +77,33 @@ class Storage:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
+    def apis_dir(self) -> str:
+        return self.path("apis")
+
+    def api_dir(self, api: str) -> str:
+        return self.path("apis", api)
+
     def spec_path(self, api: str) -> str:
         return self.path("apis", api, "spec.json")
 
     def predictor_path(self, api: str, version: int) -> str:
         return self.path("apis", api, f"v{version}.pkl")
 
+    def queue_dir(self, api: str) -> str:
+        return self.path("queue", api)
+
     def queue_path(self, api: str, workload_id: str) -> str:
         return self.path("queue", api, workload_id)
+
+    def workloads_dir(self, api: str | None = None) -> str:
+        return self.path("workloads") if api is None else self.path("workloads", api)
+
+    def workload_dir(self, api: str, workload_id: str) -> str:
+        return self.path("workloads", api, workload_id)
+
+    def artifact_path(self, api: str, workload_id: str, name: str) -> str:
+        """A file a workload keeps beside its result (an executed notebook, say)."""
+        return self.path("workloads", api, workload_id, name)
 
     def payload_path(self, api: str, workload_id: str) -> str:
         return self.path("workloads", api, workload_id, "payload")
@@ -87,8 +114,14 @@ class Storage:
     def result_path(self, api: str, workload_id: str) -> str:
         return self.path("workloads", api, workload_id, "result")
 
+    def outbox_dir(self, api: str) -> str:
+        return self.path("outbox", api)
+
     def outbox_path(self, api: str, workload_id: str) -> str:
         return self.path("outbox", api, f"{workload_id}.json")
+
+    def journal_dir(self) -> str:
+        return self.path("journal")
 
     # operations ----------------------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -195,7 +228,7 @@ class Storage:
     def open_read(self, path: str) -> IO[bytes]:
         return self.fs.open(path, "rb")
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> StorageDescription:
         """What a worker needs to open the same storage."""
         return {"url": self.url, "options": self.storage_options}
 
@@ -203,7 +236,7 @@ class Storage:
 _opened: dict[str, Storage] = {}
 
 
-def storage_from_description(description: dict[str, Any]) -> Storage:
+def storage_from_description(description: StorageDescription) -> Storage:
     """A process-wide Storage for a gateway's description (used on workers)."""
     key = json.dumps(description, sort_keys=True, default=str)
     found = _opened.get(key)

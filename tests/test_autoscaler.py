@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncnb.autoscaler import Autoscaler
-from asyncnb.options import APIOptions
+from asyncnb.contract.options import APIOptions
+from asyncnb.engine.autoscaler import Autoscaler
 
 
 def scaler(**options: Any) -> Autoscaler:

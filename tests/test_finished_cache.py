@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from asyncnb.finished_cache import FinishedCache
-from asyncnb.workload import Workload
+from asyncnb.engine.finished_cache import FinishedCache
+from asyncnb.engine.workload import WorkloadState
 
 
-def _finished(workload_id: str, result: bytes = b"", expires_at: float | None = None) -> Workload:
-    workload = Workload(workload_id, "api", created_at=0.0, content_type="application/json")
+def _finished(
+    workload_id: str, result: bytes = b"", expires_at: float | None = None
+) -> WorkloadState:
+    workload = WorkloadState(workload_id, "api", created_at=0.0, content_type="application/json")
     workload.result_data = result
     workload.expires_at = expires_at
     return workload

@@ -22,8 +22,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from asyncnb.client import Client, pickle_predictor
+from asyncnb.contract.settings import GatewaySettings
 from asyncnb.gateway import create_app
-from asyncnb.settings import GatewaySettings
 
 from . import predictors
 from .support import Gateway

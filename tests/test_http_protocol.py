@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from asyncnb.http_protocol import _CoalescingTransport
+from asyncnb.server.http_protocol import _CoalescingTransport
 
 from .support import Gateway
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from asyncnb.journal import JournalLocked, JournalStore
+from asyncnb.contract.status import Status
+from asyncnb.engine.store import JournalLocked, JournalStore
+from asyncnb.engine.workload import WorkloadState
 from asyncnb.storage import Storage
-from asyncnb.workload import Status, Workload
 
 
-def workload(n: int, body: bytes = b'{"n": 1}\n{"more": "lines"}') -> Workload:
-    return Workload(
+def workload(n: int, body: bytes = b'{"n": 1}\n{"more": "lines"}') -> WorkloadState:
+    return WorkloadState(
         f"{n:032x}",
         "api",
         created_at=time.time(),
@@ -24,7 +25,7 @@ def workload(n: int, body: bytes = b'{"n": 1}\n{"more": "lines"}') -> Workload:
     )
 
 
-def final(w: Workload, expires_in: float = 3600) -> dict:
+def final(w: WorkloadState, expires_in: float = 3600) -> dict:
     w.result_data, w.result_content_type, w.result_size = b'{"ok":true}', "application/json", 11
     w.finished_at = time.time()
     w.expires_at = time.time() + expires_in
@@ -46,7 +47,7 @@ def test_replay_requeues_only_unfinished(tmp_path: Path) -> None:
     assert pending[0].body == accepted[4].body  # newlines inside a payload survive
     record = again.final_record("api", accepted[0].id)
     assert record is not None and record["status"] == "completed"
-    restored = Workload.from_final_record(record)
+    restored = WorkloadState.from_final_record(record)
     assert restored.result_data == b'{"ok":true}'
     assert again.final_record("other-api", accepted[0].id) is None
     assert again.pending("api") == []  # handed over once

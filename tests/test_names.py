@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncnb.names import (
+from asyncnb.contract.names import (
     RESERVED_NAMES,
     api_name_problem,
     idempotent_workload_id,

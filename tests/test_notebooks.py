@@ -55,7 +55,7 @@ def test_report_notebook_records_its_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASYNCNB_STORAGE", str(tmp_path / "storage"))
-    from asyncnb.notebook_api import _records
+    from asyncnb.runtime.notebook_api import _records
 
     executed = papermill.execute_notebook(
         str(NOTEBOOKS / "report_api.ipynb"),

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from asyncnb.options import DEFAULT_RESULT_TTL_S, APIOptions
-from asyncnb.webhook_policy import webhook_url_problem
+from asyncnb.contract.options import DEFAULT_RESULT_TTL_S, APIOptions
+from asyncnb.contract.webhook_policy import webhook_url_problem
 from asyncnb.webhooks import generate_secret
 
 # defaults ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import asyncnb
-from asyncnb.predictor import (
+from asyncnb.contract.predictor import (
     BYTES_TYPE,
     JSON_TYPE,
     TEXT_TYPE,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import itertools
 
-from asyncnb.queue import WorkloadQueue
-from asyncnb.workload import Status, Workload
+from asyncnb.contract.status import Status
+from asyncnb.engine.queue import WorkloadQueue
+from asyncnb.engine.workload import WorkloadState
 
 _ids = itertools.count()
 
 
-def _workload(priority: int = 0, created_at: float = 0.0) -> Workload:
-    return Workload(
+def _workload(priority: int = 0, created_at: float = 0.0) -> WorkloadState:
+    return WorkloadState(
         f"{next(_ids):032x}",
         "iris",
         created_at=created_at,
@@ -21,7 +22,7 @@ def _workload(priority: int = 0, created_at: float = 0.0) -> Workload:
     )
 
 
-def _cancel(queue: WorkloadQueue, workload: Workload) -> None:
+def _cancel(queue: WorkloadQueue, workload: WorkloadState) -> None:
     workload.status = Status.CANCELLED
     queue.discard(workload)
 
@@ -102,7 +103,7 @@ def test_entries_already_taken_elsewhere_are_skipped() -> None:
     running, waiting = _workload(), _workload()
     queue.push(running)
     queue.push(waiting)
-    running.chunk = object()
+    running.chunk_key = "asyncnb-api-running"
     assert queue.pop(10) == [waiting]
 
 

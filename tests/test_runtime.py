@@ -15,8 +15,9 @@ from typing import Any
 
 import cloudpickle
 
-from asyncnb import report_progress, runtime
-from asyncnb.predictor import BYTES_TYPE, JSON_TYPE, TEXT_TYPE
+from asyncnb import report_progress
+from asyncnb.contract.predictor import BYTES_TYPE, JSON_TYPE, TEXT_TYPE
+from asyncnb.runtime import chunks as runtime
 from asyncnb.storage import Storage
 
 
@@ -277,13 +278,13 @@ _HUNG_PREDICT = textwrap.dedent(
     """
     import atexit
     import time
-    from asyncnb.runtime import Timeout, _call_with_timeout
+    from asyncnb.runtime.chunks import Timeout, call_with_timeout
 
     started = time.monotonic()
     # atexit handlers run after the interpreter has joined its non-daemon threads
     atexit.register(lambda: print(f"exit after {time.monotonic() - started:.2f}"))
     try:
-        _call_with_timeout(lambda: time.sleep(1.5), 0.05)
+        call_with_timeout(lambda: time.sleep(1.5), 0.05)
     except Timeout:
         print("timed out")
     """

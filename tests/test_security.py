@@ -21,9 +21,9 @@ import psutil
 import pytest
 
 from asyncnb.client import Client
+from asyncnb.contract.settings import GatewaySettings
+from asyncnb.contract.webhook_policy import WebhookPolicy
 from asyncnb.gateway import create_asgi_app
-from asyncnb.settings import GatewaySettings
-from asyncnb.webhook_policy import WebhookPolicy
 
 from . import predictors
 from .support import Gateway, WebhookReceiver

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from asyncnb.webhooks import DeliveryOutcome, WebhookSender, generate_secret, sign, verify
+from asyncnb.engine.delivery import DeliveryOutcome, WebhookSender
+from asyncnb.webhooks import generate_secret, sign, verify
 
 BODY = b'{"id":"abc","status":"completed","result":{"x":1}}'
 

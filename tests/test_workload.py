@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 
-from asyncnb.predictor import BYTES_TYPE, JSON_TYPE, TEXT_TYPE, encode_result
-from asyncnb.workload import Status, Workload, isoformat, parse_iso
+from asyncnb.contract.predictor import BYTES_TYPE, JSON_TYPE, TEXT_TYPE, encode_result
+from asyncnb.contract.status import Status
+from asyncnb.contract.timestamps import isoformat, parse_iso
+from asyncnb.engine.workload import WorkloadState
 
 WID = "0123456789abcdef" * 2
 CREATED = 1_700_000_000.123456
 
 
-def _workload(**kwargs: Any) -> Workload:
+def _workload(**kwargs: Any) -> WorkloadState:
     defaults: dict[str, Any] = {"created_at": CREATED, "content_type": "application/json"}
-    return Workload(WID, "iris", **{**defaults, **kwargs})
+    return WorkloadState(WID, "iris", **{**defaults, **kwargs})
 
 
 # queue entry ------------------------------------------------------------------------------------
@@ -35,7 +37,7 @@ def test_queue_entry_round_trip_with_inline_body() -> None:
     )
     entry = original.queue_entry()
     assert entry.count(b"\n") == 1 + body.count(b"\n")
-    restored = Workload.from_queue_entry(entry)
+    restored = WorkloadState.from_queue_entry(entry)
     assert restored.id == WID
     assert restored.api == "iris"
     assert restored.created_at == CREATED
@@ -48,14 +50,14 @@ def test_queue_entry_round_trip_with_inline_body() -> None:
     assert restored.idempotency_key == "key-1"
     assert restored.attempts == 2
     assert restored.status is Status.IN_QUEUE
-    assert restored.chunk is None
+    assert restored.chunk_key is None and restored.retry_at is None
 
 
 def test_queue_entry_round_trip_with_stored_payload() -> None:
     original = _workload(content_type="image/png", payload_stored=True, size=10_000_000)
     entry = original.queue_entry()
     assert entry.endswith(b"\n")
-    restored = Workload.from_queue_entry(entry)
+    restored = WorkloadState.from_queue_entry(entry)
     assert restored.payload_stored is True
     assert restored.body is None
     assert restored.size == 10_000_000
@@ -63,7 +65,7 @@ def test_queue_entry_round_trip_with_stored_payload() -> None:
 
 
 def test_queue_entry_with_empty_body() -> None:
-    restored = Workload.from_queue_entry(_workload(body=b"", size=0).queue_entry())
+    restored = WorkloadState.from_queue_entry(_workload(body=b"", size=0).queue_entry())
     assert restored.body == b""
     assert restored.size == 0
 
@@ -76,7 +78,7 @@ def test_queue_entry_header_is_one_json_line() -> None:
 # final record -----------------------------------------------------------------------------------
 
 
-def _finished(value: Any, status: Status = Status.COMPLETED) -> Workload:
+def _finished(value: Any, status: Status = Status.COMPLETED) -> WorkloadState:
     workload = _workload(body=b"{}", size=2, attempts=1)
     workload.started_at = CREATED + 1
     workload.finished_at = CREATED + 2
@@ -90,13 +92,13 @@ def _finished(value: Any, status: Status = Status.COMPLETED) -> Workload:
     return workload
 
 
-def _round_trip(workload: Workload, status: Status) -> tuple[dict[str, Any], Workload]:
+def _round_trip(workload: WorkloadState, status: Status) -> tuple[dict[str, Any], WorkloadState]:
     record = workload.final_record(status)
     stored = json.loads(json.dumps(record))  # it is written as JSON
-    return stored, Workload.from_final_record(stored)
+    return stored, WorkloadState.from_final_record(stored)
 
 
-def _assert_common(restored: Workload, status: Status) -> None:
+def _assert_common(restored: WorkloadState, status: Status) -> None:
     assert restored.id == WID and restored.api == "iris"
     assert restored.status is status
     assert restored.version == 3

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Dict, Float, Integer, List, Unicode
 from traitlets.config import Configurable
+
+from asyncnb.contract.settings import serve_argv
 
 
 class AsyncNB(Configurable):
@@ -112,21 +113,19 @@ class AsyncNB(Configurable):
 
     def serve_arguments(self, port: int, public_url: str) -> list[str]:
         """`asyncnb serve` arguments (the token goes in the environment, not on argv)."""
-        args = ["--host", "127.0.0.1", "--port", str(port), "--storage", self.storage_url()]
-        if self.storage_options:
-            args += ["--storage-options", json.dumps(self.storage_options)]
-        if self.scheduler_address:
-            args += ["--scheduler", self.scheduler_address]
-        if self.cluster:
-            args += ["--cluster", self.cluster]
-        if self.n_workers is not None:
-            args += ["--workers", str(self.n_workers)]
-        if self.threads_per_worker is not None:
-            args += ["--threads-per-worker", str(self.threads_per_worker)]
-        if self.worker_resources:
-            resources = ",".join(f"{k}={v:g}" for k, v in self.worker_resources.items())
-            args += ["--worker-resources", resources]
-        if public_url:
-            args += ["--public-url", public_url]
-        args += ["--log-level", self.log_level]
+        args = serve_argv(
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "storage": self.storage_url(),
+                "storage_options": self.storage_options,
+                "scheduler": self.scheduler_address or None,
+                "cluster": self.cluster or None,
+                "n_workers": self.n_workers,
+                "threads_per_worker": self.threads_per_worker,
+                "worker_resources": self.worker_resources,
+                "public_url": public_url or None,
+                "log_level": self.log_level,
+            }
+        )
         return [*args, *self.serve_args]

@@ -21,6 +21,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from asyncnb.contract.names import API_NAME_PATTERN, WORKLOAD_ID_PATTERN
+
 from .page import render_page
 from .upstream import Upstream
 
@@ -28,8 +30,8 @@ AUTH_RESOURCE = "asyncnb"
 SETTINGS_KEY = "asyncnb_upstream"
 
 # The gateway's rules: an API name is a DNS label, a workload id 32 hex digits.
-API = r"(?P<api>[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)"
-WORKLOAD = r"(?P<workload_id>[0-9a-f]{32})"
+API = rf"(?P<api>{API_NAME_PATTERN})"
+WORKLOAD = rf"(?P<workload_id>{WORKLOAD_ID_PATTERN})"
 
 FORWARDED_REQUEST_HEADERS = (
     "Content-Type",

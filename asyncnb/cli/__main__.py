@@ -1,0 +1,5 @@
+"""`python -m asyncnb.cli`: the `asyncnb` command."""
+
+from . import main
+
+main()

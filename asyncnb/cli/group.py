@@ -1,0 +1,82 @@
+"""The `asyncnb` command group and what its commands share: the gateway options, the client,
+and one-line errors.
+
+The commands live beside it (workloads.py, deploy.py, serve.py) and register themselves on
+`main` when `asyncnb.cli` imports them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import AsyncNBError, GatewayError
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8765"
+
+
+class CLIError(click.ClickException):
+    def format_message(self) -> str:
+        return self.message.splitlines()[0] if self.message else "failed"
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Every expected failure becomes one line on stderr and exit code 1, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GatewayError as exc:
+            detail = exc.detail
+            if isinstance(detail, list):
+                from ..client import explain_detail
+
+                detail = explain_detail(detail)
+            raise CLIError(f"gateway answered {exc.status_code}: {detail}") from None
+        except (AsyncNBError, ValueError, OSError) as exc:
+            raise CLIError(str(exc) or type(exc).__name__) from None
+
+    return wrapper
+
+
+def client_of(ctx: click.Context) -> Client:
+    # imported here: `asyncnb serve` never needs the client
+    from ..client import Client
+
+    return Client(ctx.obj["gateway"], ctx.obj["token"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="asyncnb")
+def main() -> None:
+    """asyncnb: asynchronous inference APIs from notebook predictors, on Dask."""
+
+
+def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--token", envvar="ASYNCNB_TOKEN", default=None, help="bearer token ($ASYNCNB_TOKEN)"
+    )(func)
+    func = click.option(
+        "--gateway",
+        envvar="ASYNCNB_GATEWAY",
+        default=DEFAULT_GATEWAY,
+        show_default=True,
+        help="gateway URL ($ASYNCNB_GATEWAY)",
+    )(func)
+    return func
+
+
+def store_client(ctx: click.Context, gateway: str, token: str | None) -> None:
+    ctx.ensure_object(dict)
+    ctx.obj["gateway"] = gateway
+    ctx.obj["token"] = token

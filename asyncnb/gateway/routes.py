@@ -1,0 +1,332 @@
+"""The FastAPI routes: the documented HTTP API (docs/http-api.md), over the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field, ValidationError
+
+from ..contract.notebooks import NOTEBOOK_ARTIFACT
+from ..contract.options import APIOptions
+from ..contract.settings import GatewaySettings
+from ..contract.status import Status
+from ..contract.version import __version__
+from ..engine import Conflict, Engine, NotFound
+from ..engine.workload import WorkloadState
+from ..storage import Storage
+from .auth import Role, access_problem
+from .errors import HTTPError
+from .schemas import (
+    NOTEBOOK_MEDIA,
+    RESULT_MEDIA,
+    Accepted,
+    APIList,
+    APIRecord,
+    DeployedAPI,
+    Health,
+    Undeployed,
+    WorkloadList,
+    WorkloadRecord,
+    content,
+    errors,
+    ok,
+)
+from .submission import prefer_wait, submit_workload, valid_api, valid_id
+
+
+class DeployRequest(BaseModel):
+    predictor: str = Field(description="base64 of cloudpickle.dumps(PredictorClass)")
+    config: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _settings(request: Request) -> GatewaySettings:
+    settings: GatewaySettings = request.app.state.settings
+    return settings
+
+
+def _require(request: Request, role: Role, query_token: str | None = None) -> None:
+    problem = access_problem(
+        _settings(request),
+        request.headers.get("authorization", ""),
+        role,
+        query_token=query_token,
+    )
+    if problem is not None:
+        raise problem
+
+
+async def require_user(request: Request) -> None:
+    _require(request, Role.USER)
+
+
+async def require_admin(request: Request) -> None:
+    _require(request, Role.ADMIN)
+
+
+def _require_user_or_query_token(request: Request) -> None:
+    """The docs page is opened in a browser, which cannot send a bearer header."""
+    _require(request, Role.USER, query_token=request.query_params.get("token"))
+
+
+def _base_url(request: Request) -> str:
+    return (_settings(request).public_url or str(request.base_url)).rstrip("/")
+
+
+def _workload_response(workload: WorkloadState, code: int) -> JSONResponse:
+    return JSONResponse(workload.public(), status_code=code)
+
+
+def add_admin_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["gateway"], response_model=None, responses=ok(Health, "Alive"))
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        _require_user_or_query_token(request)
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        _require_user_or_query_token(request)
+        token = request.query_params.get("token")
+        url = "/openapi.json" + (f"?token={quote(token)}" if token else "")
+        return get_swagger_ui_html(openapi_url=url, title="asyncnb gateway")
+
+    @app.get(
+        "/metrics",
+        tags=["gateway"],
+        dependencies=[Depends(require_user)],
+        response_class=Response,
+        responses={
+            **content("Prometheus text format", {"text/plain": {"schema": {"type": "string"}}}),
+            **errors(401, 403),
+        },
+    )
+    async def metrics(request: Request) -> Response:
+        return Response(_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/apis",
+        tags=["apis"],
+        dependencies=[Depends(require_user)],
+        response_model=None,
+        responses={**ok(APIList, "Every deployed API"), **errors(401, 403)},
+    )
+    async def list_apis(request: Request) -> dict[str, Any]:
+        base = _base_url(request)
+        return {"apis": [s.public(base) for s in _engine(request).apis.values()]}
+
+    @app.put(
+        "/apis/{api}",
+        tags=["apis"],
+        dependencies=[Depends(require_admin)],
+        responses={
+            **ok(DeployedAPI, "Redeployed: version n+1"),
+            **ok(DeployedAPI, "Deployed: version 1", 201),
+            **errors(400, 401, 403, 413, 422, 503),
+        },
+    )
+    async def deploy(api: str, body: DeployRequest, request: Request) -> JSONResponse:
+        valid_api(api, deploying=True)
+        try:
+            options = APIOptions.model_validate(body.options)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", "options", *e["loc"])} for e in exc.errors()]
+            ) from None
+        policy = _engine(request).settings.webhook_policy
+        if options.webhook_url and (problem := policy.problem(options.webhook_url)):
+            raise HTTPError(422, f"options.webhook_url: {problem}")
+        try:
+            blob = base64.b64decode(body.predictor, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPError(422, "predictor must be base64 of a cloudpickled class") from None
+        if not blob:
+            raise HTTPError(422, "predictor is empty")
+        state, secret = await _engine(request).deploy(api, blob, body.config, options)
+        view = state.public(_base_url(request))
+        view["webhook_secret"] = secret
+        return JSONResponse(view, status_code=201 if state.version == 1 else 200)
+
+    @app.delete(
+        "/apis/{api}",
+        tags=["apis"],
+        dependencies=[Depends(require_admin)],
+        response_model=None,
+        responses={**ok(Undeployed, "Undeployed"), **errors(401, 403, 404, 422, 503)},
+    )
+    async def undeploy(api: str, request: Request) -> dict[str, Any]:
+        valid_api(api)
+        await _engine(request).undeploy(api)
+        return {"name": api, "deleted": True}
+
+
+def add_workload_routes(app: FastAPI) -> None:
+    auth = [Depends(require_user)]
+
+    @app.post(
+        "/{api}",
+        tags=["workloads"],
+        status_code=202,
+        dependencies=auth,
+        responses={
+            **ok(Accepted, "Accepted: the queue entry is persisted", 202),
+            **ok(WorkloadRecord, "Finished within `Prefer: wait`, or a finished replay"),
+            **errors(400, 401, 403, 404, 408, 413, 422, 503),
+        },
+    )
+    async def submit(api: str, request: Request) -> JSONResponse:
+        answer = await submit_workload(
+            _engine(request), _settings(request), api, request.headers, request.stream()
+        )
+        return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+    @app.get(
+        "/{api}",
+        tags=["apis"],
+        dependencies=auth,
+        response_model=None,
+        responses={**ok(APIRecord, "The API's status"), **errors(401, 403, 404, 422)},
+    )
+    async def api_status(api: str, request: Request) -> dict[str, Any]:
+        return _engine(request).api(valid_api(api)).public(_base_url(request))
+
+    @app.get(
+        "/{api}/workloads",
+        tags=["workloads"],
+        dependencies=auth,
+        response_model=None,
+        responses={**ok(WorkloadList, "Recent workloads"), **errors(401, 403, 404, 422)},
+    )
+    async def list_workloads(
+        api: str, request: Request, status: Status | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        engine = _engine(request)
+        engine.api(valid_api(api))
+        limit = max(1, min(limit, 1000))
+        return {"workloads": [w.public() for w in engine.recent(api, status, limit)]}
+
+    async def _find(request: Request, api: str, workload_id: str) -> WorkloadState:
+        valid_api(api)
+        valid_id(workload_id)
+        workload = await _engine(request).get(api, workload_id)
+        if workload is None:
+            raise NotFound(f"workload {workload_id} of API {api!r} not found")
+        return workload
+
+    @app.get(
+        "/{api}/{workload_id}",
+        tags=["workloads"],
+        dependencies=auth,
+        responses={**ok(WorkloadRecord, "The status record"), **errors(400, 401, 403, 404, 422)},
+    )
+    async def workload_status(api: str, workload_id: str, request: Request) -> JSONResponse:
+        workload = await _find(request, api, workload_id)
+        wait = prefer_wait(request.headers)
+        if wait:
+            await _engine(request).wait(workload, wait)
+        return _workload_response(workload, 200)
+
+    @app.get(
+        "/{api}/{workload_id}/result",
+        tags=["workloads"],
+        dependencies=auth,
+        response_class=Response,
+        responses={
+            **content("The result bytes, typed `result_content_type`", RESULT_MEDIA),
+            **errors(400, 401, 403, 404, 409, 422),
+        },
+    )
+    async def workload_result(api: str, workload_id: str, request: Request) -> Response:
+        workload = await _find(request, api, workload_id)
+        if workload.status is not Status.COMPLETED:
+            raise Conflict(f"workload {workload_id} is {workload.status.value}, not completed")
+        media = workload.result_content_type or "application/octet-stream"
+        if workload.result_data is not None:
+            return Response(workload.result_data, media_type=media)
+        storage = _engine(request).storage
+        path = storage.result_path(api, workload_id)
+        if not await _engine(request).io(storage.exists, path):
+            raise NotFound(f"result of workload {workload_id} has expired")
+        return StreamingResponse(
+            _stream_file(storage, path),
+            media_type=media,
+            headers={"Content-Length": str(workload.result_size)},
+        )
+
+    @app.get(
+        "/{api}/{workload_id}/notebook",
+        tags=["workloads"],
+        dependencies=auth,
+        response_class=Response,
+        responses={
+            **content("The executed notebook, or its HTML rendering", NOTEBOOK_MEDIA),
+            **errors(400, 401, 403, 404, 422),
+        },
+    )
+    async def workload_notebook(
+        api: str, workload_id: str, request: Request, format: str = "ipynb"
+    ) -> Response:
+        """The executed notebook of a notebook API's workload (`?format=html` renders it)."""
+        await _find(request, api, workload_id)
+        if format not in ("ipynb", "html"):
+            raise HTTPError(422, "format must be 'ipynb' or 'html'")
+        engine = _engine(request)
+        path = engine.storage.artifact_path(api, workload_id, NOTEBOOK_ARTIFACT)
+        data = await asyncio.to_thread(engine.storage.read_bytes, path)
+        if data is None:
+            raise NotFound(f"workload {workload_id} has no executed notebook (yet)")
+        if format == "ipynb":
+            return Response(data, media_type="application/x-ipynb+json")
+        return HTMLResponse(await asyncio.to_thread(_notebook_html, data))
+
+    @app.delete(
+        "/{api}/{workload_id}",
+        tags=["workloads"],
+        dependencies=auth,
+        responses={
+            **ok(WorkloadRecord, "Cancelled: the status record"),
+            **errors(400, 401, 403, 404, 409, 422, 503),
+        },
+    )
+    async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
+        valid_api(api)
+        valid_id(workload_id)
+        workload = await _engine(request).cancel(api, workload_id)
+        return _workload_response(workload, 200)
+
+
+def _notebook_html(data: bytes) -> str:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.reads(data.decode(), as_version=4))
+    return str(body)
+
+
+async def _stream_file(storage: Storage, path: str, chunk_size: int = 1024 * 1024) -> Any:
+    source = await asyncio.to_thread(storage.open_read, path)
+    try:
+        while True:
+            chunk = await asyncio.to_thread(source.read, chunk_size)
+            if not chunk:
+                break
+            yield chunk
+    finally:
+        source.close()

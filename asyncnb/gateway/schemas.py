@@ -1,0 +1,205 @@
+"""What the gateway answers, as pydantic models for its OpenAPI schema (`/openapi.json`).
+
+The routes build their JSON themselves (`Workload.public()`, `APIState.public()`, the ASGI
+fast path): these models only *document* it, through `responses=` on the route decorators,
+and are never used to serialize. Records allow extra fields, so that adding a field to a
+record does not make the schema lie. `tests/test_fuzz.py` checks the schema against a real
+gateway with schemathesis.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..contract.status import Status
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# errors ---------------------------------------------------------------------------------
+class Error(BaseModel):
+    """Every error but a validation error: `{"detail": "<what went wrong>"}`."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="where: for example ['body', 'options', 'gpu']")
+    msg: str
+    type: str
+
+
+class ValidationFailed(BaseModel):
+    """A `422`: a list of issues when the request does not match its declared parameters or
+    body, a string for the gateway's own checks (`X-Priority`, `X-Webhook-URL`,
+    `Idempotency-Key`, a predictor that is not base64 or is empty, a notebook format)."""
+
+    detail: str | list[ValidationIssue]
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait: 5", "schema": {"type": "string"}}}
+_WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
+
+_ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("Bad request: invalid workload id, invalid or reserved API name on deploy, or a "
+          "body that is not valid JSON or text in its charset", {}),
+    401: ("Missing or malformed `Authorization: Bearer <token>` header", _WWW_AUTHENTICATE),
+    403: ("Invalid token, or a user token on an admin route", {}),
+    404: ("API not deployed (or an invalid or reserved name), workload unknown or expired, "
+          "or its result or notebook not there", {}),
+    408: ("The client paused longer than the body timeout while sending the body; nothing "
+          "was queued", {}),
+    409: ("The workload is not in a state that allows this (already finished, or not "
+          "completed)", {}),
+    413: ("Body larger than the API's `max_payload_bytes`, or a deploy body larger than "
+          "`max_deploy_bytes`", {}),
+    422: ("Validation failed: `detail` is a list of issues, or a string for the gateway's "
+          "own checks", {}),
+    503: ("Storage unavailable, or the API is in state `error`; retry later", _RETRY_AFTER),
+}  # fmt: skip
+
+
+def errors(*codes: int) -> Responses:
+    """The `responses=` entries of these error status codes."""
+    documented: Responses = {}
+    for code in codes:
+        description, headers = _ERRORS[code]
+        entry: dict[str, Any] = {
+            "model": ValidationFailed if code == 422 else Error,
+            "description": description,
+        }
+        if headers:
+            entry["headers"] = headers
+        documented[code] = entry
+    return documented
+
+
+def ok(model: type[BaseModel], description: str, code: int = 200) -> Responses:
+    return {code: {"model": model, "description": description}}
+
+
+def content(description: str, media: dict[str, dict[str, Any]], code: int = 200) -> Responses:
+    """A success answer that is not JSON: `media` maps media types to their schemas."""
+    return {code: {"description": description, "content": media}}
+
+
+RESULT_MEDIA: dict[str, dict[str, Any]] = {
+    "application/json": {"schema": {}},
+    "text/plain": {"schema": {"type": "string"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+}
+NOTEBOOK_MEDIA: dict[str, dict[str, Any]] = {
+    "application/x-ipynb+json": {"schema": {"type": "object"}},
+    "text/html": {"schema": {"type": "string"}},
+}
+
+
+# workloads ------------------------------------------------------------------------------
+class Progress(_Record):
+    fraction: float | None = Field(None, description="0..1")
+    message: str | None = None
+
+
+class RemoteError(_Record):
+    """Why a workload failed, or why an API could not start."""
+
+    type: str = Field(description="exception class, Timeout, PredictorInitError, WorkerLost...")
+    message: str
+    traceback: str | None = None
+
+
+class WebhookState(_Record):
+    url: str
+    status: str = Field(description="pending, delivered or failed")
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+
+class WorkloadRecord(_Record):
+    """A workload's status record (`Workload.public()`)."""
+
+    id: str = Field(description="32 hex digits")
+    api: str
+    status: Status
+    attempts: int
+    priority: int
+    created_at: str | None = Field(description="ISO 8601, UTC")
+    started_at: str | None
+    finished_at: str | None
+    version: int | None = Field(None, description="the API version it was dispatched to")
+    progress: Progress | None = None
+    result_content_type: str | None = Field(None, description="when completed")
+    result_size: int | None = Field(None, description="when completed")
+    result_url: str | None = Field(None, description="when completed: /{api}/{id}/result")
+    result: Any = Field(None, description="when completed, for JSON and text results kept inline")
+    error: RemoteError | None = Field(None, description="when failed")
+    webhook: WebhookState | None = None
+
+
+class Accepted(_Record):
+    """`202`: `{"id", "status"}`; an idempotent replay answers the full status record."""
+
+    id: str = Field(description="32 hex digits")
+    status: Status
+
+
+class WorkloadList(BaseModel):
+    workloads: list[WorkloadRecord] = Field(description="newest first")
+
+
+# APIs ---------------------------------------------------------------------------------------
+class ScalingEvent(_Record):
+    time: str | None
+    from_: int = Field(alias="from")
+    to: int
+    reason: str
+
+
+class APIRecord(_Record):
+    """An API's status record (`APIState.public()`)."""
+
+    name: str
+    version: int
+    state: Literal["deploying", "ready", "error", "waiting_for_resources"]
+    endpoint: str
+    queue_depth: int
+    in_progress: int
+    completed: int
+    failed: int
+    cancelled: int
+    submitted: int
+    workers: int
+    desired_workers: int
+    created_at: str | None
+    updated_at: str | None
+    scaling_events: list[ScalingEvent]
+    options: dict[str, Any] = Field(description="the deploy options; webhook_secret is '***'")
+    error: RemoteError | None = Field(None, description="when state is error")
+    waiting_for: str | None = Field(None, description="when state is waiting_for_resources")
+
+
+class DeployedAPI(APIRecord):
+    """The API record, plus the webhook signing secret in clear (shown only here)."""
+
+    webhook_secret: str
+
+
+class APIList(BaseModel):
+    apis: list[APIRecord]
+
+
+class Undeployed(BaseModel):
+    name: str
+    deleted: Literal[True]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str

@@ -1,0 +1,154 @@
+"""Submitting a workload: the logic of `POST /{api}`, shared by the FastAPI route and the
+framework-free fast path (fastpath.py), so the two can never disagree."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..contract.names import api_name_problem, workload_id_problem
+from ..contract.settings import GatewaySettings
+from ..contract.status import APIPhase
+from ..engine import Engine, Unavailable
+from ..engine.workload import WorkloadState
+from .errors import HTTPError
+from .uploads import Body, check_payload, read_body
+
+MAX_PRIORITY = 1_000_000
+MAX_WAIT_S = 60.0
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def valid_api(name: str, *, deploying: bool = False) -> str:
+    """Deploying a bad name is a bad request; addressing one finds no API (404)."""
+    problem = api_name_problem(name)
+    if problem:
+        raise HTTPError(400 if deploying else 404, problem)
+    return name
+
+
+def valid_id(workload_id: str) -> str:
+    problem = workload_id_problem(workload_id)
+    if problem:
+        raise HTTPError(400, problem)
+    return workload_id
+
+
+def prefer_wait(headers: Mapping[str, str]) -> float:
+    match = _PREFER_WAIT.search(headers.get("prefer", ""))
+    return min(float(match.group(1)), MAX_WAIT_S) if match else 0.0
+
+
+def int_header(headers: Mapping[str, str], name: str, low: int, high: int) -> int:
+    raw = headers.get(name)
+    if raw is None:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(422, f"{name} must be an integer, got {raw[:40]!r}") from None
+    if not low <= value <= high:
+        raise HTTPError(422, f"{name} must lie within [{low}, {high}], got {value}")
+    return value
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _view(workload: WorkloadState, status: int, **headers: str) -> Answer:
+    return Answer(status, workload.public(), headers)
+
+
+async def submit_workload(
+    engine: Engine,
+    settings: GatewaySettings,
+    api: str,
+    headers: Mapping[str, str],
+    chunks: AsyncIterator[bytes],
+) -> Answer:
+    """Validate, stream the body in, persist, queue; raises HTTPError or EngineError for a
+    4xx or a 503."""
+    state = engine.api(valid_api(api))
+    if state.state is APIPhase.ERROR:
+        raise Unavailable(
+            f"API {api!r} failed to start and takes no work until redeployed: "
+            f"{state.error['message'] if state.error else ''}"
+        )
+    priority = int_header(headers, "x-priority", -MAX_PRIORITY, MAX_PRIORITY)
+    webhook_url = headers.get("x-webhook-url") or None
+    if webhook_url and (problem := engine.settings.webhook_policy.problem(webhook_url)):
+        raise HTTPError(422, f"X-Webhook-URL: {problem}")
+    key = headers.get("idempotency-key") or None
+    if key is not None and (len(key) > 255 or not key.isprintable()):
+        raise HTTPError(422, "Idempotency-Key must be 1-255 printable characters")
+    max_bytes = state.options.max_payload_bytes
+    declared = headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPError(413, f"payload is larger than max_payload_bytes={max_bytes}")
+    content_type = headers.get("content-type") or "application/octet-stream"
+    workload_id = engine.new_id(api, key)
+    # The id is claimed while the body streams in, so a concurrent replay of the same
+    # Idempotency-Key waits for this request instead of writing the same payload path.
+    while True:
+        existing = await engine.replay(api, workload_id) if key is not None else None
+        if existing is not None:
+            status = 200 if existing.status.finished else 202
+            return _view(
+                existing,
+                status,
+                **{"Location": f"/{api}/{existing.id}", "Idempotent-Replayed": "true"},
+            )
+        if engine.claim(workload_id):
+            break
+    body: Body | None = None
+    try:
+        body = await read_body(
+            chunks,
+            timeout_s=settings.body_timeout_s,
+            storage=engine.storage,
+            path=engine.storage.payload_path(api, workload_id),
+            inline_limit=engine.settings.inline_payload_bytes,
+            max_bytes=max_bytes,
+            io=engine.io,
+        )
+        if body.data is not None:
+            check_payload(body.data, content_type)
+        workload = WorkloadState(
+            workload_id,
+            api,
+            created_at=time.time(),
+            content_type=content_type,
+            priority=priority,
+            body=body.data,
+            payload_stored=body.stored,
+            size=body.size,
+            webhook_url=webhook_url,
+            idempotency_key=key,
+        )
+        workload = await engine.accept(state, workload)
+    except BaseException as exc:
+        engine.release(workload_id, exc)
+        if isinstance(exc, Unavailable) and body is not None and body.stored:
+            # The queue entry never landed: the streamed payload belongs to nothing (and an
+            # expiry sweep removes it if storage cannot take the delete now either).
+            with contextlib.suppress(Exception):
+                await engine.io(
+                    engine.storage.delete, engine.storage.payload_path(api, workload_id)
+                )
+        raise
+    wait = prefer_wait(headers)
+    answer_headers = {"Location": f"/{api}/{workload.id}"}
+    if wait:
+        await engine.wait(workload, wait)
+        answer_headers["Preference-Applied"] = f"wait={wait:g}"
+        if workload.status.finished:
+            return _view(workload, 200, **answer_headers)
+    return Answer(202, {"id": workload.id, "status": workload.status.value}, answer_headers)

@@ -1,0 +1,335 @@
+"""Worker side: runs one chunk of workloads with the cached predictor.
+
+It knows storage and the predictor contract, never the web layer. The gateway sends a chunk
+as one Dask task; results small enough travel back inline, larger ones go straight to storage.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import functools
+import os
+import pickle
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from ..contract.predictor import Predictor, build_predictor, decode_payload, encode_result
+from ..contract.tasks import (
+    EVENT_TOPIC,
+    OUTCOMES_TOPIC,
+    ChunkItem,
+    ChunkSpec,
+    ErrorRecord,
+    Outcome,
+    ProgressEvent,
+    StartEvent,
+    WarmResult,
+    error_record,
+)
+from ..storage import Storage, storage_from_description
+from .progress import clear_running, current_running, set_running
+
+# (api, version) → built predictor. __init__ runs once per worker process per version.
+_predictors: dict[tuple[str, int], Predictor] = {}
+_predictor_locks: dict[tuple[str, int], threading.Lock] = {}
+_registry_lock = threading.Lock()
+_gates: dict[tuple[str, int], threading.Semaphore] = {}
+_KEEP_VERSIONS = 2
+
+
+class PredictorInitError(Exception):
+    """The predictor's __init__ (or unpickling its class) raised."""
+
+
+class Timeout(Exception):
+    """A predict call ran past the API's timeout_s."""
+
+
+def _current_worker() -> Any:
+    """The Dask worker running this task, or None (a direct call in a test or a notebook)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ValueError, ImportError):
+        return None
+
+
+def _emit(message: ProgressEvent) -> None:
+    worker = _current_worker()
+    if worker is not None:
+        worker.log_event(EVENT_TOPIC, message)
+
+
+def _task_key(worker: Any) -> str | None:
+    key = worker.get_current_task() if worker is not None else None
+    return str(key) if key is not None else None
+
+
+def load_predictor(spec: ChunkSpec) -> Predictor:
+    key = (spec["api"], int(spec["version"]))
+    found = _predictors.get(key)
+    if found is not None:
+        return found
+    with _registry_lock:
+        lock = _predictor_locks.setdefault(key, threading.Lock())
+    with lock:
+        found = _predictors.get(key)
+        if found is not None:
+            return found
+        storage = storage_from_description(spec["storage"])
+        blob = storage.read_bytes(storage.predictor_path(*key))
+        if blob is None:
+            raise PredictorInitError(f"predictor of {key[0]} v{key[1]} is missing from storage")
+        try:
+            class_blob, config = pickle.loads(blob)
+            cls = cloudpickle.loads(class_blob)
+            predictor = Predictor.wrap(build_predictor(cls, config))
+        except Exception as exc:
+            raise PredictorInitError(f"{type(exc).__name__}: {exc}") from exc
+        _predictors[key] = predictor
+        _forget_old_versions(key[0])
+        return predictor
+
+
+def _forget_old_versions(api: str) -> None:
+    versions = sorted(v for a, v in _predictors if a == api)
+    for version in versions[:-_KEEP_VERSIONS]:
+        _predictors.pop((api, version), None)
+
+
+def artifact_path_for_current_workload(name: str) -> tuple[Storage, str] | None:
+    """Where the running workload may keep a file `name` (e.g. an executed notebook)."""
+    running = current_running()
+    if running is None or running.storage is None or len(running.ids) != 1:
+        return None
+    storage = storage_from_description(running.storage)
+    return storage, storage.artifact_path(running.api, running.ids[0], name)
+
+
+def warm(spec: ChunkSpec) -> WarmResult:
+    """Build the predictor on this worker now, so deploy can report ready or the error."""
+    try:
+        load_predictor(spec)
+    except PredictorInitError as exc:
+        return {"ok": False, "error": _init_error(exc)}
+    return {"ok": True}
+
+
+_OWN_FILES = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "concurrent/futures",
+    "contextvars",
+)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code down: asyncnb's own frames say nothing to them."""
+    tb = exc.__traceback__
+    while tb is not None and any(part in tb.tb_frame.f_code.co_filename for part in _OWN_FILES):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def _user_error(exc: BaseException, type_name: str | None = None) -> ErrorRecord:
+    return error_record(exc, type_name, _user_traceback(exc))
+
+
+def _init_error(exc: PredictorInitError) -> ErrorRecord:
+    return _user_error(exc.__cause__ or exc, "PredictorInitError")
+
+
+def call_with_timeout(func: Callable[[], Any], timeout_s: float | None) -> Any:
+    """`func()`, raising Timeout after `timeout_s` seconds (None: no limit)."""
+    if timeout_s is None:
+        return func()
+    # A hung predict cannot be interrupted in Python; it is left on a daemon thread so that
+    # this task, and the worker slot, move on.
+    ctx = contextvars.copy_context()
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def call() -> None:
+        try:
+            future.set_result(ctx.run(func))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=call, name="asyncnb-predict", daemon=True).start()
+    try:
+        return future.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise Timeout(f"predict did not finish within timeout_s={timeout_s:g}") from None
+
+
+def _read_payload(spec: ChunkSpec, item: ChunkItem) -> Any:
+    body = item.get("body")
+    if body is None:
+        storage = storage_from_description(spec["storage"])
+        body = storage.read_bytes(storage.payload_path(spec["api"], item["id"]))
+        if body is None:
+            raise FileNotFoundError(f"payload of workload {item['id']} is missing from storage")
+    return decode_payload(body, item.get("content_type"))
+
+
+def _success(spec: ChunkSpec, item_id: str, value: Any, started: float) -> Outcome:
+    data, content_type = encode_result(value)
+    outcome: Outcome = {
+        "id": item_id,
+        "ok": True,
+        "content_type": content_type,
+        "size": len(data),
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+    if len(data) > spec["inline_limit"]:
+        storage = storage_from_description(spec["storage"])
+        storage.write_bytes(storage.result_path(spec["api"], item_id), data)
+        outcome["stored"] = True
+    else:
+        outcome["data"] = data
+    return outcome
+
+
+def _failure(item_id: str, error: ErrorRecord, started: float, **extra: bool) -> Outcome:
+    outcome: Outcome = {
+        "id": item_id,
+        "ok": False,
+        "error": error,
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+    if extra.get("init_failed"):
+        outcome["init_failed"] = True
+    return outcome
+
+
+def _gate(spec: ChunkSpec) -> threading.Semaphore:
+    """max_concurrency per worker process, whatever number of chunks Dask has started here."""
+    key = (spec["api"], int(spec.get("max_concurrency", 1)))
+    gate = _gates.get(key)
+    if gate is None:
+        with _registry_lock:
+            gate = _gates.setdefault(key, threading.Semaphore(key[1]))
+    return gate
+
+
+def run_chunk(spec: ChunkSpec, items: list[ChunkItem]) -> list[Outcome] | None:
+    """Run `items` (one Dask task): one outcome per item, never raising for them.
+
+    With `spec["outcomes_by_event"]`, small outcomes are published on `OUTCOMES_TOPIC` and
+    the task returns None: the gateway already reads the scheduler's event stream, so it
+    needs no second connection (to this worker) to fetch the task's result.
+    """
+    with _gate(spec):
+        outcomes = _run_chunk(spec, items)
+    if spec.get("outcomes_by_event") and _approx_bytes(outcomes) <= _OUTCOMES_EVENT_BYTES:
+        worker = _current_worker()
+        key = _task_key(worker)
+        if worker is not None and key is not None:
+            worker.log_event(OUTCOMES_TOPIC, {"key": key, "outcomes": outcomes})
+            return None
+    return outcomes
+
+
+# The scheduler keeps the last `distributed.admin.low-level-log-length` (1,000) events of a
+# topic: at most this much each (a full chunk of 64 small outcomes), so ≤ 16 MiB in all.
+_OUTCOMES_EVENT_BYTES = 16 * 1024
+
+
+def _approx_bytes(outcomes: list[Outcome]) -> int:
+    return sum(200 + len(o.get("data") or b"") + len(str(o.get("error") or "")) for o in outcomes)
+
+
+_START_EVENT_AFTER_S = 0.005
+
+
+def _run_chunk(spec: ChunkSpec, items: list[ChunkItem]) -> list[Outcome]:
+    started = time.time()
+    worker = _current_worker()  # the timer's thread is not a task thread: capture it here
+    start_event: StartEvent = {
+        "kind": "start",
+        "api": spec["api"],
+        "ids": [i["id"] for i in items],
+        "key": _task_key(worker),
+        "t": started,
+    }
+    # A chunk that ends within a few milliseconds needs no "started" event (its outcome says
+    # so), and sending one would hold its result behind the event in Dask's batched stream.
+    announce = threading.Timer(
+        _START_EVENT_AFTER_S,
+        lambda: worker.log_event(EVENT_TOPIC, start_event) if worker is not None else None,
+    )
+    announce.daemon = True
+    announce.start()
+    try:
+        return _run_items(spec, items, started)
+    finally:
+        announce.cancel()
+
+
+def _run_items(spec: ChunkSpec, items: list[ChunkItem], started: float) -> list[Outcome]:
+    try:
+        predictor = load_predictor(spec)
+    except PredictorInitError as exc:
+        error = _init_error(exc)
+        return [_failure(i["id"], error, started, init_failed=True) for i in items]
+    batch_size = int(spec.get("max_batch_size", 1))
+    if batch_size > 1 and predictor.has_batch:
+        return _run_batches(spec, predictor, items, batch_size)
+    return [_run_one(spec, predictor, item) for item in items]
+
+
+def _run_one(spec: ChunkSpec, predictor: Predictor, item: ChunkItem) -> Outcome:
+    started = time.time()
+    token = set_running(spec["api"], [item["id"]], _emit, spec["storage"])
+    try:
+        payload = _read_payload(spec, item)
+        value = call_with_timeout(
+            lambda: predictor.predict(payload, item["id"]), spec.get("timeout_s")
+        )
+        return _success(spec, item["id"], value, started)
+    except Exception as exc:
+        return _failure(item["id"], _user_error(exc), started)
+    finally:
+        clear_running(token)
+
+
+def _run_batches(
+    spec: ChunkSpec, predictor: Predictor, items: list[ChunkItem], batch_size: int
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        started = time.time()
+        ready: list[tuple[ChunkItem, Any]] = []
+        for item in batch:
+            try:
+                ready.append((item, _read_payload(spec, item)))
+            except Exception as exc:
+                outcomes.append(_failure(item["id"], _user_error(exc), started))
+        if not ready:
+            continue
+        token = set_running(spec["api"], [item["id"] for item, _ in ready], _emit)
+        try:
+            payloads = [p for _, p in ready]
+            values = call_with_timeout(
+                functools.partial(predictor.predict_batch, payloads), spec.get("timeout_s")
+            )
+        except Exception as exc:
+            error = _user_error(exc)
+            outcomes.extend(_failure(item["id"], error, started) for item, _ in ready)
+            continue
+        finally:
+            clear_running(token)
+        for (item, _), value in zip(ready, values, strict=True):
+            try:
+                outcomes.append(_success(spec, item["id"], value, started))
+            except Exception as exc:
+                outcomes.append(_failure(item["id"], _user_error(exc), started))
+    return outcomes

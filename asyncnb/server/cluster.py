@@ -1,0 +1,169 @@
+"""Connecting the gateway to Dask: an existing scheduler, a cluster factory, or a local cluster.
+
+The local default gives each visible GPU its own worker, pinned with CUDA_VISIBLE_DEVICES and
+advertising the resource `GPU=1` (dask-cuda's LocalCUDACluster when the `gpu` extra is
+installed, else one Nanny per GPU); `--worker-resources` overrides that, for example to let
+CPU workers advertise a GPU in tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import dask
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+
+from ..contract.settings import GatewaySettings, is_loopback_host
+from ..errors import UsageError
+from ..storage import Storage
+
+
+def load_factory(spec: str) -> Any:
+    """`module:callable` → the callable (a Cluster class or a function returning a Cluster)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"--cluster {spec!r} must be 'module:callable'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
+
+
+def visible_gpus() -> list[str]:
+    """Device ids this process may use: CUDA_VISIBLE_DEVICES, else what NVML counts."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except Exception:
+        return []
+
+
+def check_storage_reachable(settings: GatewaySettings, storage: Storage) -> None:
+    """Remote workers cannot read this machine's disk, nor any process's memory://."""
+    if not settings.scheduler:
+        return
+    if not storage.shared_across_processes:
+        raise UsageError(
+            "memory:// storage lives in the gateway process; workers of "
+            "--scheduler cannot read it: use a shared folder or s3://"
+        )
+    host = (
+        urlsplit(
+            settings.scheduler if "://" in settings.scheduler else f"tcp://{settings.scheduler}"
+        ).hostname
+        or ""
+    )
+    if storage.is_local and host and not is_loopback_host(host):
+        raise UsageError(
+            f"storage {storage.url} is a local folder, which workers of the remote scheduler "
+            f"{settings.scheduler} cannot read: use s3:// (or another shared fsspec URL)"
+        )
+
+
+async def start_dask(settings: GatewaySettings, storage: Storage) -> tuple[Any, Any | None]:
+    """(asynchronous Client, the cluster this gateway owns or None)."""
+    check_storage_reachable(settings, storage)
+    # A local cluster's scheduler shares the gateway's event loop: keep its sampling light.
+    dask.config.set(
+        {
+            "distributed.admin.system-monitor.interval": "2s",
+            "distributed.admin.system-monitor.disk": False,
+        }
+    )
+    if settings.scheduler:
+        client = await Client(settings.scheduler, asynchronous=True)
+        return client, None
+    if settings.cluster:
+        cluster = load_factory(settings.cluster)()
+        if inspect.isawaitable(cluster):
+            cluster = await cluster
+    else:
+        cluster = await _local_cluster(settings, storage)
+    client = await Client(cluster, asynchronous=True)
+    return client, cluster
+
+
+async def _local_cluster(settings: GatewaySettings, storage: Storage) -> Any:
+    gpus = [] if settings.worker_resources else visible_gpus()
+    threads = settings.threads_per_worker or 4
+    if gpus and storage.shared_across_processes:
+        return await _gpu_cluster(gpus[: settings.n_workers or len(gpus)], threads)
+    n_workers = (
+        settings.n_workers if settings.n_workers is not None else min(2, os.cpu_count() or 1)
+    )
+    return await LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads,
+        # memory:// lives inside one process, so its workers must be threads of this one.
+        processes=storage.shared_across_processes,
+        resources=settings.worker_resources or None,
+        # threads talk in-process (no host); processes only ever on loopback
+        host="127.0.0.1" if storage.shared_across_processes else None,
+        dashboard_address=None,
+        # The scheduler's HTTP server (health, metrics) still starts: on a free loopback port.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": False},
+        asynchronous=True,
+    )
+
+
+async def _gpu_cluster(gpus: list[str], threads: int) -> Any:
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        pass
+    else:
+        return await LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=",".join(gpus),
+            threads_per_worker=threads,
+            resources={"GPU": 1},
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            asynchronous=True,
+        )
+    workers = {
+        f"gpu-{device}": {
+            "cls": Nanny,
+            "options": {
+                "host": "127.0.0.1",
+                "nthreads": threads,
+                "resources": {"GPU": 1},
+                "env": {"CUDA_VISIBLE_DEVICES": device},
+            },
+        }
+        for device in gpus
+    }
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "dashboard": False},
+    }
+    return await SpecCluster(workers=workers, scheduler=scheduler, asynchronous=True)
+
+
+def worker_bounds(settings: GatewaySettings, cluster: Any | None) -> dict[str, Any]:
+    """[min, max] workers the autoscaler may size the cluster to."""
+    if cluster is None:
+        return {"min_workers": 0, "max_workers": None}
+    if settings.cluster:
+        return {"min_workers": settings.min_workers or 0, "max_workers": settings.max_workers}
+    initial = len(getattr(cluster, "worker_spec", {}) or {})
+    low = settings.min_workers if settings.min_workers is not None else initial
+    high = settings.max_workers if settings.max_workers is not None else max(initial, low)
+    return {"min_workers": low, "max_workers": high}
+
+
+async def stop_cluster(cluster: Any | None) -> None:
+    """Close the cluster this gateway started (its client is the backend's to close)."""
+    if cluster is not None:
+        closing = cluster.close()
+        if inspect.isawaitable(closing):
+            await closing

@@ -1,0 +1,1 @@
+"""Development tooling of the repository (not shipped)."""
