@@ -7,7 +7,7 @@ import pytest
 
 from asyncnb.client import Client
 
-from .support import Gateway
+from .support.processes import Gateway
 
 
 @pytest.fixture(scope="module")

@@ -276,7 +276,7 @@ def serve_argv(values: Mapping[str, Any]) -> list[str]:
         elif spec.kind == "list":
             text = ",".join(value)
         elif spec.kind == "float":
-            text = f"{float(value):g}"
+            text = _number(value)
         else:
             text = str(value)
         argv += [spec.flag, text]
@@ -304,7 +304,13 @@ def parse_resources(text: str | None) -> dict[str, float]:
 
 
 def format_resources(resources: Mapping[str, float]) -> str:
-    return ",".join(f"{name}={amount:g}" for name, amount in resources.items())
+    return ",".join(f"{name}={_number(amount)}" for name, amount in resources.items())
+
+
+def _number(value: float) -> str:
+    """A number as text that parses back to the same value (`:g` rounds 4096.5e3 away)."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def is_loopback_host(host: str) -> bool:

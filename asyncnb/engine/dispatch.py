@@ -210,14 +210,13 @@ class Dispatcher:
             if batch > 1:
                 size = math.ceil(size / batch) * batch
             workloads = state.queue.pop(min(size, limit))
-            if not workloads:
-                break
-            self._submit(state, workloads)
+            if not workloads or not self._submit(state, workloads):
+                break  # a refused submit is tried again at the next wake
             free -= 1
             submitted += 1
         return submitted
 
-    def _submit(self, state: APIState, workloads: list[WorkloadState]) -> None:
+    def _submit(self, state: APIState, workloads: list[WorkloadState]) -> bool:
         key = f"asyncnb-{state.name}-{uuid.uuid4().hex}"
         worker = self.workers.least_loaded(state.options.dask_resources())
         items: list[ChunkItem] = [
@@ -235,7 +234,7 @@ class Dispatcher:
             logger.exception("could not hand a chunk of %s to Dask; requeued", state.name)
             for workload in workloads:
                 state.queue.push(workload)
-            return
+            return False
         chunk = Chunk(key, workloads, task, worker)
         self.workers.placed(worker)
         for workload in workloads:
@@ -246,6 +245,7 @@ class Dispatcher:
         self._metrics.chunk_size.labels(state.name).observe(len(workloads))
         self._chunks[key] = chunk
         chunk.collector = self._tasks.spawn(self._collect(state, chunk))
+        return True
 
     # cancel ------------------------------------------------------------------------------
     def cancel_if_abandoned(self, workload: WorkloadState) -> None:

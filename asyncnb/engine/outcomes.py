@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 _MAX_RETRY_DELAY_S = 3600.0
 
 
+def retry_delay(backoff_s: float, attempts: int) -> float:
+    """Seconds before attempt `attempts + 1`: `backoff_s`, doubled for each attempt since the
+    first, at most an hour."""
+    return float(min(backoff_s * 2 ** max(0, attempts - 1), _MAX_RETRY_DELAY_S))
+
+
 class FinishMany(Protocol):
     def __call__(self, state: APIState, endings: list[Ending]) -> Awaitable[None]:
         """Persist the final records, then make them visible; raises when they cannot be."""
@@ -146,8 +152,7 @@ class OutcomeHandler:
                     self.requeue(state, workload)
 
     def retry_later(self, state: APIState, workload: WorkloadState) -> None:
-        delay = state.options.retry_backoff_s * 2 ** max(0, workload.attempts - 1)
-        delay = min(delay, _MAX_RETRY_DELAY_S)
+        delay = retry_delay(state.options.retry_backoff_s, workload.attempts)
         workload.status = Status.IN_QUEUE
         workload.retry_at = time.time() + delay
         state.running.pop(workload.id, None)

@@ -27,7 +27,6 @@ from .base import (
 )
 
 logger = logging.getLogger(__name__)
-_RECONNECT_TIMEOUT_S = 5
 
 
 class DaskTask:
@@ -56,8 +55,11 @@ class DaskTask:
 
 
 class DaskBackend:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, reconnect_timeout_s: float = 5.0) -> None:
         self.client = client
+        self.reconnect_timeout_s = reconnect_timeout_s
+        # kept: a client that closed may no longer say where its scheduler was
+        self._address: str = client.scheduler.address
         self._handlers: tuple[EventHandler, OutcomesHandler] | None = None
         self._scheduler_id: str | None = None
         self._changed = False
@@ -100,9 +102,9 @@ class DaskBackend:
 
     async def _reconnect(self) -> None:
         """Dask's client gives up after its connect timeout; a gateway must not."""
-        address = self.client.scheduler.address
+        address = self._address
         try:
-            client = await Client(address, asynchronous=True, timeout=_RECONNECT_TIMEOUT_S)
+            client = await Client(address, asynchronous=True, timeout=self.reconnect_timeout_s)
         except Exception as exc:
             raise BackendUnavailable(
                 f"still cannot reach the Dask scheduler at {address}: {exc}"
@@ -122,15 +124,18 @@ class DaskBackend:
         resources: dict[str, float],
         worker: str | None,
     ) -> DaskTask:
+        placement: dict[str, Any] = {}
+        if worker:
+            # preferred, not required: if that worker dies, Dask runs the chunk elsewhere
+            placement = {"workers": [worker], "allow_other_workers": True}
         future = self.client.submit(
             run_chunk,
             spec,
             items,
             key=key,
             resources=resources or None,
-            workers=[worker] if worker else None,
-            allow_other_workers=True,  # if that worker dies, Dask runs the chunk elsewhere
             pure=False,
+            **placement,
         )
         self._ended.clear()
         return DaskTask(future)

@@ -1,0 +1,158 @@
+"""The Dask backend against real Dask, in this process: a scheduler and a worker on the test's
+event loop (threads, no processes), as distributed's own `gen_cluster` tests run."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import cloudpickle
+import pytest
+from distributed import Client, Scheduler, Worker
+
+from asyncnb.contract.tasks import ChunkSpec, OutcomesEvent, WorkerEvent
+from asyncnb.engine.backends import BackendUnavailable, TaskCancelled, TaskFailed
+from asyncnb.engine.backends.dask import DaskBackend
+
+from ..harness import memory_storage, until
+
+
+class Echo:
+    def predict(self, payload: Any) -> Any:
+        return {"echo": payload}
+
+
+class Slow:
+    def predict(self, payload: Any) -> Any:
+        import time
+
+        time.sleep(float(payload))
+        return payload
+
+
+def _spec(cls: type, **overrides: Any) -> ChunkSpec:
+    storage = memory_storage()
+    api = cls.__name__.lower()
+    storage.write_bytes(storage.predictor_path(api, 1), pickle.dumps((cloudpickle.dumps(cls), {})))
+    spec: ChunkSpec = {
+        "api": api,
+        "version": 1,
+        "storage": storage.describe(),
+        "inline_limit": 1024 * 1024,
+        "max_batch_size": 1,
+        "max_concurrency": 1,
+        "timeout_s": None,
+        "outcomes_by_event": True,
+    }
+    return {**spec, **overrides}  # type: ignore[typeddict-item]
+
+
+@asynccontextmanager
+async def dask(resources: dict[str, float] | None = None) -> AsyncIterator[DaskBackend]:
+    async with (
+        Scheduler(host="127.0.0.1", port=0, dashboard_address=":0") as scheduler,
+        Worker(scheduler.address, nthreads=2, resources=resources),
+    ):
+        client = await Client(scheduler.address, asynchronous=True)
+        backend = DaskBackend(client, reconnect_timeout_s=0.5)
+        try:
+            yield backend
+        finally:
+            await backend.close()
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_small_outcomes_come_by_event_and_the_task_is_awaited_without_a_fetch() -> None:
+    async def scenario() -> None:
+        async with dask() as backend:
+            events: list[WorkerEvent] = []
+            outcomes: list[OutcomesEvent] = []
+            backend.subscribe(events.append, outcomes.append)
+            items = [{"id": "1" * 32, "content_type": "application/json", "body": b"1"}]
+            task = backend.submit_chunk(
+                "asyncnb-echo-1", _spec(Echo), items, resources={}, worker=None
+            )
+            await task.wait()
+            await until(lambda: outcomes)
+            [event] = outcomes
+            assert event["key"] == "asyncnb-echo-1"
+            assert event["outcomes"][0]["data"] == b'{"echo": 1}'
+            assert await task.result() is None  # the outcomes went by event, not as the result
+            backend.release(task)
+
+    run(scenario)
+
+
+def test_outcomes_too_large_for_an_event_are_the_tasks_result() -> None:
+    async def scenario() -> None:
+        async with dask() as backend:
+            backend.subscribe(lambda event: None, lambda event: None)
+            items = [{"id": "a" * 32, "content_type": "text/plain", "body": b"x" * 40_000}]
+            task = backend.submit_chunk(
+                "asyncnb-echo-2", _spec(Echo), items, resources={}, worker=None
+            )
+            [outcome] = await task.result()
+            assert outcome["ok"] and outcome["size"] > 40_000
+
+    run(scenario)
+
+
+def test_warm_builds_the_predictor_and_workers_are_listed_with_their_resources() -> None:
+    async def scenario() -> None:
+        async with dask(resources={"GPU": 1}) as backend:
+            snapshot = await backend.workers()
+            [info] = snapshot.workers.values()
+            assert info.resources == {"GPU": 1} and not snapshot.scheduler_changed
+            task = backend.submit_warm("asyncnb-warm-echo", _spec(Echo), resources={"GPU": 1})
+            assert await task.result() == {"ok": True}
+
+    run(scenario)
+
+
+def test_a_cancelled_task_ends_cancelled_and_a_broken_one_failed() -> None:
+    async def scenario() -> None:
+        async with dask() as backend:
+            backend.subscribe(lambda event: None, lambda event: None)
+            slow = [{"id": "b" * 32, "content_type": "application/json", "body": b"0.2"}]
+            task = backend.submit_chunk(
+                "asyncnb-slow", _spec(Slow), slow, resources={}, worker=None
+            )
+            await backend.cancel(task)
+            with pytest.raises(TaskCancelled):
+                await task.wait()
+            broken = _spec(Echo)
+            del broken["api"]  # type: ignore[misc]  # run_chunk itself raises
+            failing = backend.submit_chunk("asyncnb-broken", broken, [], resources={}, worker=None)
+            with pytest.raises(TaskFailed) as failed:
+                await failing.wait()
+            assert isinstance(failed.value.cause, KeyError) and not failed.value.workers_lost
+
+    run(scenario)
+
+
+def test_a_closed_client_is_replaced_and_the_change_reported() -> None:
+    async def scenario() -> None:
+        async with dask() as backend:
+            await backend.client.close()
+            snapshot = await backend.workers()
+            assert snapshot.scheduler_changed and len(snapshot.workers) == 1
+            assert not (await backend.workers()).scheduler_changed  # reported once
+
+    run(scenario)
+
+
+def test_an_unreachable_scheduler_is_reported_as_unavailable() -> None:
+    async def scenario() -> None:
+        async with dask() as backend:
+            pass
+        # the scheduler is gone now: reconnecting fails, within the reconnect timeout
+        with pytest.raises(BackendUnavailable):
+            await backend.workers()
+
+    run(scenario)
