@@ -125,7 +125,9 @@ def encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]:
     """The body and content type a client sends for `payload`."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return bytes(payload), content_type or BYTES_TYPE
-    if isinstance(payload, str) and (content_type is None or content_type.startswith("text/")):
+    if isinstance(payload, str) and (
+        content_type is None or _media(content_type).startswith("text/")
+    ):
         return payload.encode("utf-8"), content_type or TEXT_TYPE
     return json.dumps(payload).encode("utf-8"), content_type or JSON_TYPE
 

@@ -185,6 +185,11 @@ class GatewaySettings:
     inline_result_bytes: int = 1024 * 1024
     sweep_interval_s: float = 3600.0
 
+    def __post_init__(self) -> None:
+        # An empty token is no token, wherever it came from.
+        self.token = self.token or None
+        self.admin_token = self.admin_token or None
+
     @property
     def effective_admin_token(self) -> str | None:
         return self.admin_token or self.token
@@ -249,7 +254,7 @@ def settings_from_flags(given: Mapping[str, Any]) -> GatewaySettings:
         if spec.kind == "list" and isinstance(value, str):
             chosen[spec.setting] = split_list(value)
         elif spec.kind == "json" and isinstance(value, str):
-            chosen[spec.setting] = json.loads(value) if value else {}
+            chosen[spec.setting] = _json_object(spec.flag, value)
         elif spec.kind == "resources" and isinstance(value, str):
             chosen[spec.setting] = parse_resources(value)
     return GatewaySettings(**chosen)
@@ -283,6 +288,13 @@ def serve_argv(values: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def _json_object(flag: str, text: str) -> dict[str, Any]:
+    parsed = json.loads(text) if text else {}
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {text[:80]!r}")
+    return parsed
+
+
 def split_list(text: str) -> tuple[str, ...]:
     return tuple(entry for entry in text.split(",") if entry.strip())
 
@@ -297,9 +309,12 @@ def parse_resources(text: str | None) -> dict[str, float]:
         if not sep or not name:
             raise ValueError(f"resource {part!r} is not NAME=AMOUNT")
         try:
-            resources[name] = float(amount)
+            value = float(amount)
         except ValueError:
             raise ValueError(f"resource {part!r}: {amount!r} is not a number") from None
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"resource {part!r}: the amount must be a finite number >= 0")
+        resources[name] = value
     return resources
 
 

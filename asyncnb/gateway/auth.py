@@ -52,7 +52,7 @@ def access_problem(
     if not authorization:
         return HTTPError(401, "missing token: send 'Authorization: Bearer <token>'", _CHALLENGE)
     scheme, _, given = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not given:
+    if scheme.lower() != "bearer" or not given.strip():
         return HTTPError(401, "malformed Authorization header: use 'Bearer <token>'", _CHALLENGE)
     # every token is compared, so the time taken says nothing of which one came close
     matched = [_matches(given, token) for token in accepted]
