@@ -1,9 +1,9 @@
 """What the gateway answers, as pydantic models for its OpenAPI schema (`/openapi.json`).
 
-The routes build their JSON themselves (`Workload.public()`, `APIState.public()`, the ASGI
+The routes build their JSON themselves (`WorkloadState.public()`, `APIState.public()`, the ASGI
 fast path): these models only *document* it, through `responses=` on the route decorators,
 and are never used to serialize. Records allow extra fields, so that adding a field to a
-record does not make the schema lie. `tests/test_fuzz.py` checks the schema against a real
+record does not make the schema lie. `tests/system/test_fuzz.py` checks the schema against a real
 gateway with schemathesis.
 """
 
