@@ -53,8 +53,8 @@ def _spec(cls: type, **overrides: Any) -> ChunkSpec:
 @asynccontextmanager
 async def dask(resources: dict[str, float] | None = None) -> AsyncIterator[DaskBackend]:
     async with (
-        Scheduler(host="127.0.0.1", port=0, dashboard_address=":0") as scheduler,
-        Worker(scheduler.address, nthreads=2, resources=resources),
+        Scheduler(host="127.0.0.1", port=0, dashboard=False) as scheduler,
+        Worker(scheduler.address, host="127.0.0.1", nthreads=2, resources=resources),
     ):
         client = await Client(scheduler.address, asynchronous=True)
         backend = DaskBackend(client, reconnect_timeout_s=0.5)
