@@ -2,7 +2,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-quick clean
+.PHONY: install demo test lint typecheck unit bench bench-quick clean system-deps
+
+# What the tests need beyond Python: Debian's chromium (the browser tests drive it with
+# Playwright, whose own browser download cannot work here) and curl (a notebook shows a call).
+SYSTEM_DEPS := chromium curl
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,7 +27,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint typecheck
+system-deps:
+	@missing=""; for c in $(SYSTEM_DEPS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	  else \
+	    echo "make test needs$$missing: install it (Debian: sudo apt-get install$$missing), then run make test again"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest -q
 
 unit: $(STAMP)

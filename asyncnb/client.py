@@ -20,7 +20,13 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from .contract.names import api_name_problem, workload_id_problem
-from .contract.predictor import check_predictor_class, decode_payload, encode_payload
+from .contract.options import EXAMPLE_MAX_BYTES
+from .contract.predictor import (
+    JSON_TYPE,
+    check_predictor_class,
+    decode_payload,
+    encode_payload,
+)
 from .errors import (
     GatewayError,
     GatewayUnreachable,
@@ -82,16 +88,22 @@ def pickle_predictor(cls: type) -> bytes:
 
 
 class Client:
-    """Talks to one gateway: `url` or `ASYNCNB_GATEWAY`, else an embedded one in this process."""
+    """Talks to one gateway: `url` or `ASYNCNB_GATEWAY`, else the local gateway of the storage
+    (`ASYNCNB_STORAGE`, default ~/.asyncnb/storage), which it starts when none runs."""
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
         url = url or os.environ.get("ASYNCNB_GATEWAY")
         if not url:
-            from .server.embedded import embedded_gateway
+            # No gateway configured: the local gateway of this process's storage, shared with
+            # every other process on it (started now if none runs), with its token.
+            from .server.embedded import default_gateway
 
-            url = embedded_gateway().url
+            local = default_gateway()
+            url, token = local.url, token if token is not None else local.token
+        elif token is None:
+            token = os.environ.get("ASYNCNB_TOKEN") or None
         self.url = url.rstrip("/")
-        self.token = token if token is not None else os.environ.get("ASYNCNB_TOKEN") or None
+        self.token = token
         self._http = httpx.Client(
             base_url=self.url,
             headers=self.auth_headers(),
@@ -246,6 +258,9 @@ class AsyncAPI:
         self.client = client
         self.name = checked_api_name(name)
         self.webhook_secret: str | None = None
+        # The JSON text of the last JSON payload this handle submitted successfully (up to
+        # 64 KiB): the dashboard's example payload when the deploy gave none.
+        self.last_payload_json: str | None = None
         self._dashboard: Any = None
 
     def dashboard(self, interval: float = 1.0) -> Any:
@@ -330,6 +345,8 @@ class AsyncAPI:
             if exc.status_code in (400, 404, 413, 422):
                 raise UsageError(explain_detail(exc.detail)) from None
             raise
+        if media == JSON_TYPE and len(body) <= EXAMPLE_MAX_BYTES:
+            self.last_payload_json = body.decode()
         return Workload(self, info.json()["id"])
 
     def submit_many(self, payloads: Iterable[Any], *, progress: bool = True) -> list[Workload]:
@@ -366,6 +383,27 @@ class AsyncAPI:
 
     def workload(self, workload_id: str) -> Workload:
         return Workload(self, workload_id)
+
+    def set_scaling(
+        self, min_replicas: int | None = None, max_replicas: int | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Change the API's scaling bounds (and any other autoscaling option, such as
+        `target_in_flight`) without a new version; answers the API's status record.
+        `PATCH /apis/{api}`: needs the admin token where the gateway has one."""
+        changes = dict(options)
+        if min_replicas is not None:
+            changes["min_replicas"] = min_replicas
+        if max_replicas is not None:
+            changes["max_replicas"] = max_replicas
+        if not changes:
+            raise UsageError("nothing to change: give min_replicas and/or max_replicas")
+        try:
+            answer = self.client.request("PATCH", f"/apis/{self.name}", json=changes)
+        except GatewayError as exc:
+            if 400 <= exc.status_code < 500:
+                raise UsageError(explain_detail(exc.detail)) from None
+            raise
+        return dict(answer.json())
 
 
 class Workload:

@@ -26,6 +26,10 @@ class GatewayUnreachable(AsyncNBError, ConnectionError):
     """No gateway answered at the configured URL."""
 
 
+class GatewayStartFailed(AsyncNBError):
+    """A gateway could not start; the message says why, in one line."""
+
+
 class WorkloadFailed(AsyncNBError):
     """A workload ended in `failed`; `error` carries the remote type, message and traceback."""
 

@@ -69,7 +69,7 @@ def deploy(
     config: str | None,
     parameters: tuple[tuple[str, str], ...],
     output: str | None,
-    gateway: str,
+    gateway: str | None,
     token: str | None,
     **options: Any,
 ) -> None:
@@ -103,7 +103,11 @@ def deploy(
 
 
 def _run_notebook(
-    path: str, parameters: dict[str, str], output: str | None, gateway: str, token: str | None
+    path: str,
+    parameters: dict[str, str],
+    output: str | None,
+    gateway: str | None,
+    token: str | None,
 ) -> None:
     """Run a notebook with papermill so that its %%async_api cells deploy to `gateway`."""
     import os
@@ -116,7 +120,9 @@ def _run_notebook(
 
     if not Path(path).is_file():
         raise UsageError(f"no such notebook: {path}")
-    before = {a["name"]: a["version"] for a in Client(gateway, token).apis()}
+    client = Client(gateway, token)  # without --gateway: the local gateway, found or started
+    gateway, token = client.url, client.token
+    before = {a["name"]: a["version"] for a in client.apis()}
     os.environ["ASYNCNB_GATEWAY"] = gateway  # inherited by the kernel papermill starts
     if token:
         os.environ["ASYNCNB_TOKEN"] = token

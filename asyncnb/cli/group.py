@@ -12,13 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from ..errors import AsyncNBError, GatewayError
 
 if TYPE_CHECKING:
     from ..client import Client
-
-DEFAULT_GATEWAY = "http://127.0.0.1:8765"
 
 
 class CLIError(click.ClickException):
@@ -69,14 +68,16 @@ def client_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--gateway",
         envvar="ASYNCNB_GATEWAY",
-        default=DEFAULT_GATEWAY,
-        show_default=True,
-        help="gateway URL ($ASYNCNB_GATEWAY)",
+        default=None,
+        help="gateway URL ($ASYNCNB_GATEWAY; default: the local gateway of $ASYNCNB_STORAGE, "
+        "started if none runs)",
     )(func)
     return func
 
 
-def store_client(ctx: click.Context, gateway: str, token: str | None) -> None:
+def store_client(ctx: click.Context, gateway: str | None, token: str | None) -> None:
     ctx.ensure_object(dict)
+    if gateway is None and ctx.get_parameter_source("token") is ParameterSource.ENVIRONMENT:
+        token = None  # $ASYNCNB_TOKEN belongs to $ASYNCNB_GATEWAY; the local gateway has its own
     ctx.obj["gateway"] = gateway
     ctx.obj["token"] = token

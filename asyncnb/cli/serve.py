@@ -66,4 +66,10 @@ def serve(**flags: Any) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    asyncio.run(run(settings, ready))
+    try:
+        stopped_by = asyncio.run(run(settings, ready))
+    except KeyboardInterrupt:  # Ctrl-C before the gateway was ready
+        click.echo("asyncnb gateway stopped (SIGINT while starting)", err=True)
+        sys.exit(130)
+    click.echo(f"asyncnb gateway stopped ({stopped_by or 'stop requested'})", err=True)
+    sys.exit(130 if stopped_by == "SIGINT" else 0)

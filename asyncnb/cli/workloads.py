@@ -40,7 +40,7 @@ def submit(
     idempotency_key: str | None,
     wait: bool,
     timeout: float | None,
-    gateway: str,
+    gateway: str | None,
     token: str | None,
 ) -> None:
     """Submit a payload (FILE, - for stdin, or --json) to API NAME; prints the workload id."""
@@ -89,7 +89,7 @@ def _print_result(result: Any) -> None:
 @click.pass_context
 @fail_cleanly
 def status(
-    ctx: click.Context, name: str, workload_id: str, gateway: str, token: str | None
+    ctx: click.Context, name: str, workload_id: str, gateway: str | None, token: str | None
 ) -> None:
     """Print the status record of a workload as JSON."""
     store_client(ctx, gateway, token)
@@ -104,7 +104,7 @@ def status(
 @click.pass_context
 @fail_cleanly
 def result(
-    ctx: click.Context, name: str, workload_id: str, gateway: str, token: str | None
+    ctx: click.Context, name: str, workload_id: str, gateway: str | None, token: str | None
 ) -> None:
     """Print the result of a finished workload (raises its error if it failed)."""
     store_client(ctx, gateway, token)
@@ -120,7 +120,7 @@ def result(
 @click.pass_context
 @fail_cleanly
 def cancel(
-    ctx: click.Context, name: str, workload_id: str, gateway: str, token: str | None
+    ctx: click.Context, name: str, workload_id: str, gateway: str | None, token: str | None
 ) -> None:
     """Cancel a queued or running workload."""
     store_client(ctx, gateway, token)
@@ -133,7 +133,7 @@ def cancel(
 @client_options
 @click.pass_context
 @fail_cleanly
-def undeploy(ctx: click.Context, name: str, gateway: str, token: str | None) -> None:
+def undeploy(ctx: click.Context, name: str, gateway: str | None, token: str | None) -> None:
     """Remove API NAME (queued workloads are cancelled)."""
     store_client(ctx, gateway, token)
     client_of(ctx).undeploy(name)
@@ -145,7 +145,7 @@ def undeploy(ctx: click.Context, name: str, gateway: str, token: str | None) -> 
 @client_options
 @click.pass_context
 @fail_cleanly
-def get(ctx: click.Context, name: str | None, gateway: str, token: str | None) -> None:
+def get(ctx: click.Context, name: str | None, gateway: str | None, token: str | None) -> None:
     """List APIs, or show one API and its recent workloads, as tables."""
     from rich.console import Console
     from rich.table import Table

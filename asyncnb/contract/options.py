@@ -11,6 +11,22 @@ from dask.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0
+EXAMPLE_MAX_BYTES = 64 * 1024
+
+# The options a running API may change without a new version (`PATCH /apis/{api}`).
+SCALING_OPTIONS = (
+    "min_replicas",
+    "max_replicas",
+    "init_replicas",
+    "target_in_flight",
+    "window",
+    "upscale_stabilization_period",
+    "downscale_stabilization_period",
+    "max_upscale_factor",
+    "max_downscale_factor",
+    "upscale_tolerance",
+    "downscale_tolerance",
+)
 
 
 class APIOptions(BaseModel):
@@ -42,6 +58,9 @@ class APIOptions(BaseModel):
     max_downscale_factor: float = Field(0.75, gt=0, lt=1)
     upscale_tolerance: float = Field(0.05, ge=0, le=1)
     downscale_tolerance: float = Field(0.05, ge=0, le=1)
+    example: Any = Field(
+        None, description="an example payload (JSON, up to 64 KiB), shown in curl lines"
+    )
 
     @field_validator("mem", mode="before")
     @classmethod
@@ -79,6 +98,19 @@ class APIOptions(BaseModel):
             raise ValueError("the secret must decode to 24-64 bytes")
         return value
 
+    @field_validator("example")
+    @classmethod
+    def _check_example(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        try:
+            size = len(json.dumps(value, allow_nan=False).encode())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be a JSON value: {exc}") from exc
+        if size > EXAMPLE_MAX_BYTES:
+            raise ValueError(f"is {size} bytes as JSON; at most {EXAMPLE_MAX_BYTES} allowed")
+        return value
+
     @model_validator(mode="after")
     def _check_bounds(self) -> APIOptions:
         if self.min_replicas > self.max_replicas:
@@ -108,6 +140,17 @@ class APIOptions(BaseModel):
         shown = self.model_dump()
         shown["webhook_secret"] = "***" if self.webhook_secret else None
         return shown
+
+    def with_scaling(self, changes: Mapping[str, Any]) -> APIOptions:
+        """These options with some scaling options changed, validated as a deploy's are
+        (`ValidationError`; `ValueError` for an option that is not a scaling option)."""
+        others = sorted(set(changes) - set(SCALING_OPTIONS))
+        if others:
+            raise ValueError(
+                f"not a scaling option: {', '.join(others)} (a new version is deployed with "
+                f"PUT /apis/{{api}}); scaling options: {', '.join(SCALING_OPTIONS)}"
+            )
+        return APIOptions.model_validate({**self.model_dump(), **changes})
 
 
 def option_flags() -> list[tuple[str, str, str | None]]:

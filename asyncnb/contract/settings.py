@@ -179,6 +179,15 @@ class GatewaySettings:
             help="seconds a request waits on object storage before it gets 503 + Retry-After",
         ),
     )
+    idle_timeout_s: float | None = field(
+        default=None,
+        metadata=_flag(
+            kind="float",
+            flag="--idle-timeout",
+            help="stop after this many seconds without a request and without unfinished "
+            "workloads (default: never; a local gateway started on demand: 1800)",
+        ),
+    )
     log_level: str = field(default="warning", metadata=_flag(show_default=True))
     # tunables without a flag
     inline_payload_bytes: int = 1024 * 1024
@@ -200,6 +209,8 @@ class GatewaySettings:
             return "--scheduler excludes --workers and --cluster"
         if self.autoscale_interval_s < 1:
             return "--autoscale-interval must be at least 1 second"
+        if self.idle_timeout_s is not None and self.idle_timeout_s <= 0:
+            return "--idle-timeout must be more than 0 seconds"
         if not is_loopback_host(self.host) and not self.token and not self.insecure:
             return f"refusing to listen on {self.host} without --token; pass --insecure to insist"
         return None

@@ -1,4 +1,5 @@
-"""Per-API state held by the engine: spec, lifecycle state, queue and counters."""
+"""Per-API state held by the engine: spec, lifecycle state, queue, counters and recent
+throughput and latency."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..contract.tasks import ErrorRecord
 from ..contract.timestamps import isoformat
 from .autoscaler import Autoscaler
 from .queue import WorkloadQueue
+from .stats import RecentFinishes
 from .workload import WorkloadState
 
 
@@ -42,6 +44,7 @@ class APIState:
         self.blocked: str | None = None  # why no worker can run it, when none can
         self.scaling_events: deque[dict[str, Any]] = deque(maxlen=20)
         self.scaling_event_count = 0
+        self.finishes = RecentFinishes()  # completed and failed workloads, for `stats`
         self.reset_autoscaler()
 
     def spec_record(self) -> dict[str, Any]:
@@ -108,6 +111,7 @@ class APIState:
             "updated_at": isoformat(self.updated_at),
             "scaling_events": list(self.scaling_events)[-10:],
             "options": {**self.options.public(), "webhook_secret": "***"},
+            "stats": self.finishes.summary(time.time()),
         }
         if self.error is not None:
             view["error"] = self.error

@@ -12,6 +12,9 @@ current replica count; `recommend` answers the replicas wanted and why. Cortex's
    nor above the lowest of the last `upscale_stabilization_period` (and do not scale in a
    direction during its first stabilization period after start).
 
+The bounds of step 4 hold even while stabilizing: a current count outside them (after a
+deploy or a change of the bounds) goes to the nearest bound at once.
+
 One deliberate departure: work waiting on zero replicas scales to one at once. Cortex's
 stabilization would hold a scale-to-zero API at zero for a whole upscale period.
 """
@@ -67,6 +70,12 @@ class Autoscaler:
         while self._recommendations and self._recommendations[0][0] < now - horizon:
             self._recommendations.popleft()
 
+        # The bounds are hard, even while stabilizing (a deploy or `PATCH /apis/{api}` may
+        # have just moved them): a count outside them goes to the nearest bound at once.
+        if current < o.min_replicas:
+            return Recommendation(o.min_replicas, f"below min_replicas {o.min_replicas}")
+        if current > o.max_replicas:
+            return Recommendation(o.max_replicas, f"above max_replicas {o.max_replicas}")
         if current == 0 and in_flight > 0 and o.max_replicas > 0:
             return Recommendation(max(1, request), "work is waiting on zero replicas")
         if request > current:

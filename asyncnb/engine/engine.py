@@ -11,7 +11,7 @@ import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..contract.names import idempotent_workload_id, new_workload_id
@@ -79,6 +79,7 @@ class Engine:
             self.settings.finished_cache, self.settings.finished_cache_bytes
         )
         self._accepting: dict[str, asyncio.Future[WorkloadState]] = {}
+        self._specs = asyncio.Lock()  # one spec.json write at a time: deploy, reconfigure
         self._closed = False
 
     # lifecycle ---------------------------------------------------------------------------
@@ -94,6 +95,11 @@ class Engine:
         await self.tasks.close()
         await self.webhooks.close()
         self.store.close()
+
+    @property
+    def unfinished(self) -> int:
+        """Accepted workloads that have not finished (queued, running, or waiting to retry)."""
+        return len(self._live)
 
     async def io(self, func: Callable[..., T], *args: Any) -> T:
         """Storage calls: inline for local disk (fast), on a thread for object stores, given
@@ -133,6 +139,16 @@ class Engine:
         config: dict[str, Any] | None,
         options: APIOptions,
     ) -> tuple[APIState, str]:
+        async with self._specs:
+            return await self._deploy(name, predictor_blob, config, options)
+
+    async def _deploy(
+        self,
+        name: str,
+        predictor_blob: bytes,
+        config: dict[str, Any] | None,
+        options: APIOptions,
+    ) -> tuple[APIState, str]:
         existing = self.apis.get(name)
         if existing is not None:
             version = existing.version + 1
@@ -162,10 +178,11 @@ class Engine:
         return state, secret
 
     async def undeploy(self, name: str) -> None:
-        state = self.api(name)
-        # The spec goes first: if it cannot, nothing changed and the API keeps serving.
-        await self._stored(self.storage.delete_tree, self.storage.api_dir(name))
-        self.apis.pop(name, None)
+        async with self._specs:
+            state = self.api(name)
+            # The spec goes first: if it cannot, nothing changed and the API keeps serving.
+            await self._stored(self.storage.delete_tree, self.storage.api_dir(name))
+            self.apis.pop(name, None)
         # Every live workload of the API: queued, running, and waiting out a retry backoff.
         leftovers = [w for w in self._live.values() if w.api == name]
         state.queue.drain()
@@ -178,6 +195,30 @@ class Engine:
             for workload in leftovers:
                 self.dispatcher.cancel_if_abandoned(workload)
         await self.io(self.store.drop_queue, name)
+
+    async def reconfigure(self, name: str, changes: Mapping[str, Any]) -> APIState:
+        """Change scaling options of a running API without a new version: validated as a
+        deploy's are (`ValidationError`, or `ValueError` for an option that needs a deploy),
+        persisted in its spec, then applied, with its autoscaler started again and its
+        desired workers moved within the new bounds."""
+        async with self._specs:
+            state = self.api(name)
+            options = state.options.with_scaling(changes)
+            if options == state.options:
+                return state
+            spec = {**state.spec_record(), "options": options.model_dump()}
+            await self._stored(self.storage.write_json, self.storage.spec_path(name), spec)
+            now = time.time()
+            before = state.desired_workers
+            state.options = options
+            state.updated_at = now
+            state.reset_autoscaler()
+            after = max(options.min_replicas, min(options.max_replicas, before))
+            state.desired_workers = after
+            if after != before:
+                bounds = f"[{options.min_replicas}, {options.max_replicas}]"
+                state.record_scaling(now, before, after, f"scaling bounds changed to {bounds}")
+            return state
 
     # submit ------------------------------------------------------------------------------
     def new_id(self, api: str, idempotency_key: str | None) -> str:
@@ -344,9 +385,10 @@ class Engine:
             state.running.pop(workload.id, None)
             self._live.pop(workload.id, None)
             self._finished.remember(workload)
-            self.metrics.end_to_end.labels(state.name, status.value).observe(
-                (workload.finished_at or now) - workload.created_at
-            )
+            latency = (workload.finished_at or now) - workload.created_at
+            self.metrics.end_to_end.labels(state.name, status.value).observe(latency)
+            if status is not Status.CANCELLED:
+                state.finishes.record(now, latency, failed=status is Status.FAILED)
             if workload.done is not None:
                 workload.done.set()
             if url:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -163,6 +163,34 @@ def add_admin_routes(app: FastAPI) -> None:
         view = state.public(_base_url(request))
         view["webhook_secret"] = secret
         return JSONResponse(view, status_code=201 if state.version == 1 else 200)
+
+    @app.patch(
+        "/apis/{api}",
+        tags=["apis"],
+        dependencies=[Depends(require_admin)],
+        response_model=None,
+        responses={
+            **ok(APIRecord, "Changed: the API record, with its new options"),
+            **errors(401, 403, 404, 422, 503),
+        },
+    )
+    async def reconfigure(
+        api: str,
+        request: Request,
+        changes: Annotated[dict[str, Any], Body(examples=[{"min_replicas": 0, "max_replicas": 4}])],
+    ) -> dict[str, Any]:
+        """Change scaling options (`min_replicas`, `max_replicas`, ...) of a running API,
+        without a new version."""
+        valid_api(api)
+        try:
+            state = await _engine(request).reconfigure(api, changes)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            ) from None
+        except ValueError as exc:  # an option that only a deploy may change
+            raise HTTPError(422, str(exc)) from None
+        return state.public(_base_url(request))
 
     @app.delete(
         "/apis/{api}",

@@ -162,6 +162,24 @@ class ScalingEvent(_Record):
     reason: str
 
 
+class FinishStats(_Record):
+    """Throughput and latency of the workloads that completed or failed recently
+    (cancellations do not count), from the last 10,000 such finishes at most."""
+
+    window_s: float = Field(
+        description="seconds covered: 60, or fewer when more than 10,000 finished in 60 s"
+    )
+    finished: int = Field(description="completed + failed within the window")
+    completed: int
+    failed: int
+    completed_per_s: float = Field(description="completed / window_s")
+    latency_p50_s: float | None = Field(
+        description="median end-to-end latency (finished_at - created_at) of the finished "
+        "ones; null when none finished"
+    )
+    latency_p95_s: float | None = Field(description="95th percentile of the same")
+
+
 class APIRecord(_Record):
     """An API's status record (`APIState.public()`)."""
 
@@ -181,6 +199,7 @@ class APIRecord(_Record):
     updated_at: str | None
     scaling_events: list[ScalingEvent]
     options: dict[str, Any] = Field(description="the deploy options; webhook_secret is '***'")
+    stats: FinishStats = Field(description="throughput and latency over the last minute")
     error: RemoteError | None = Field(None, description="when state is error")
     waiting_for: str | None = Field(None, description="when state is waiting_for_resources")
 

@@ -3,25 +3,90 @@
 The data loop is the client's (`watch`: the public HTTP API, the same one a colleague uses,
 about once a second); this widget only renders each snapshot, batching trait changes with
 `hold_sync`. One task on the kernel's event loop drives it, and stops when the widget is
-closed or the kernel's loop ends. Nothing runs on a thread.
+closed or the kernel's loop ends. What a click asks for (a workload's details, a cancel, new
+scaling bounds, a try-it submit) runs as a short task on the same loop, its HTTP call on a
+worker thread (`asyncio.to_thread`), so the kernel never waits on the gateway.
+
+It shows: state, endpoint and a curl line; counts, throughput and latency; a Vega-Lite plot of
+the last ten minutes (`plot.py`); workers and the scaling bounds, with controls; the newest
+workloads, where a click on a row shows that workload in full, with a cancel button; and a
+box that submits a JSON payload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from typing import Any
+import json
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol
 
 import ipywidgets as widgets
 from traitlets import Int, Unicode
 
-from ..client import APISnapshot, AsyncAPI
+from ..client import APISnapshot
 from . import templates
+from .panels import DetailsPanel, ScalingControls, TryIt, WorkloadTable, holding
+from .plot import Timeline
+
+
+# What the dashboard uses of an API handle (`asyncnb.client.AsyncAPI` and its `Workload`).
+class WorkloadHandle(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    def info(self, wait: float = 0) -> dict[str, Any]: ...
+
+    def cancel(self) -> dict[str, Any]: ...
+
+
+class TokenHolder(Protocol):
+    @property
+    def token(self) -> str | None: ...
+
+
+class DashboardAPI(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def client(self) -> TokenHolder: ...
+
+    @property
+    def last_payload_json(self) -> str | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def workloads(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def watch(self, interval: float = 1.0, recent: int = 8) -> AsyncIterator[APISnapshot]: ...
+
+    def workload(self, workload_id: str) -> WorkloadHandle: ...
+
+    def submit(self, payload: Any) -> WorkloadHandle: ...
+
+    def set_scaling(
+        self, min_replicas: int | None = None, max_replicas: int | None = None
+    ) -> dict[str, Any]: ...
+
+
+def _close_all(children: Any) -> None:
+    """Close widgets and every widget inside them (their frontend views go with them)."""
+    for child in children:
+        _close_all(getattr(child, "children", ()))
+        child.close()
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 class APIDashboard(widgets.VBox):
-    """Name, version, state, endpoint, counts, scaling and recent workloads of one API."""
+    """Everything about one API at a glance, refreshed from `AsyncAPI.watch`."""
 
     state = Unicode("")
     version = Int(0)
@@ -32,22 +97,66 @@ class APIDashboard(widgets.VBox):
     workers = Int(0)
     desired_workers = Int(0)
 
-    def __init__(self, api: AsyncAPI, interval: float = 1.0, recent: int = 8) -> None:
+    def __init__(
+        self,
+        api: DashboardAPI,
+        interval: float = 1.0,
+        recent: int = 8,
+        history_s: float = 600.0,
+    ) -> None:
         self._api = api
         self._interval = interval
         self._recent = recent
-        self._history: deque[int] = deque(maxlen=60)
+        self.timeline = Timeline(history_s, interval)
         self._task: asyncio.Task[None] | None = None
+        self._actions: set[asyncio.Task[None]] = set()
+        self._status: dict[str, Any] | None = None
+        self._rows: list[dict[str, Any]] = []
+        self.selected: str | None = None
+        self._fetching: str | None = None  # the workload whose record is being fetched
+        self._unfetched: str | None = None  # one whose fetch failed: not again by itself
         self.header = widgets.HTML()
         self.counts = widgets.HTML()
+        # min_height: the plot keeps its place while the frontend redraws it
+        self.plot = widgets.Output(layout=widgets.Layout(min_height="300px"))
+        self.plot.add_class("asyncnb-plot")
         self.scaling = widgets.HTML()
-        self.table = widgets.HTML()
-        super().__init__([self.header, self.counts, self.scaling, self.table])
+        self.scaling_controls = ScalingControls(self._apply_scaling)
+        self.table = WorkloadTable(recent, self.select)
+        self.details = DetailsPanel(self._cancel_selected, lambda: self.select(None))
+        self.try_it = TryIt(self._try)
+        self.scaling.layout.width = "440px"
+        top = widgets.Layout(align_items="flex-start")
+        super().__init__(
+            [
+                self.header,
+                self.counts,
+                self.plot,
+                widgets.HBox([self.scaling, self.scaling_controls], layout=top),
+                self.table,
+                widgets.HBox([self.details, self.try_it], layout=top),
+            ]
+        )
         self.add_class("asyncnb-dashboard")
         self.refresh()
         self.start()
 
-    # refreshing --------------------------------------------------------------------------
+    # what the header offers -----------------------------------------------------------------
+    @property
+    def example_payload(self) -> str:
+        """The JSON the curl line and the try-it box offer: the deploy's `example` option,
+        else the last payload this handle submitted, else `{}`."""
+        example = ((self._status or {}).get("options") or {}).get("example")
+        if example is not None:
+            return json.dumps(example)
+        return self._api.last_payload_json or "{}"
+
+    @property
+    def curl(self) -> str:
+        token = self._api.client.token is not None
+        return templates.curl_line(self._api.url, self.example_payload, token)
+
+    # refreshing ------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Fetch and show the API's status now (blocking; the periodic task uses the async one)."""
         try:
@@ -65,10 +174,19 @@ class APIDashboard(widgets.VBox):
             self._render(snapshot.status, snapshot.workloads)
 
     def _render(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        self._history.append(int(status.get("queue_depth", 0)))
-        endpoint = self._api.url
-        curl = f"curl -s -X POST {endpoint} -H 'Content-Type: application/json' -d '{{}}'"
-        with self.hold_sync():
+        now = time.time()
+        self._status, self._rows = status, list(rows)
+        self.timeline.add(now, status)
+        record = self.details.record
+        fetch = False
+        if self.selected is not None:
+            newer = next((r for r in self._rows if r.get("id") == self.selected), None)
+            if newer is not None:
+                record = newer
+            else:  # not in the table (any more): fetched, until it has ended
+                unfinished = record is None or record.get("status") not in templates.FINISHED
+                fetch = unfinished and self._unfetched != self.selected
+        with holding(self, self.header, self.counts, self.plot, self.scaling):
             self.state = str(status.get("state", ""))
             self.version = int(status.get("version", 0))
             for name in (
@@ -80,18 +198,134 @@ class APIDashboard(widgets.VBox):
                 "desired_workers",
             ):
                 setattr(self, name, int(status.get(name, 0)))
-            self.header.value = templates.header(status, endpoint, curl)
-            self.counts.value = templates.counts(status, list(self._history))
+            token = self._api.client.token is not None
+            self.header.value = templates.header(status, self._api.url, self.curl, token)
+            self.counts.value = templates.counts(status)
+            self.plot.outputs = self.timeline.outputs()
             self.scaling.value = templates.scaling(status)
-            self.table.value = templates.workloads(rows)
+        self.scaling_controls.show(status.get("options") or {})
+        self.table.show(self._rows, self.selected, now)
+        if self.selected is not None:
+            self.details.show(record, now)
+        self.try_it.prefill(self.example_payload)
+        if fetch and self.selected is not None:
+            self._spawn(self._fetch(self.selected))
 
     def _show_error(self, exc: BaseException) -> None:
         self.header.value = (
-            f"<b>{self._api.name}</b> <span style='color:#cf222e'>cannot reach the gateway: "
-            f"{type(exc).__name__}</span>"
+            f"<div class='asyncnb-header'><b>{templates.esc(self._api.name)}</b> "
+            + templates.problem(f"cannot reach the gateway: {type(exc).__name__}")
+            + "</div>"
         )
 
-    # the periodic task ---------------------------------------------------------------------
+    # the details of one workload -------------------------------------------------------------
+    def select(self, workload_id: str | None) -> None:
+        """Show `workload_id` in full (None, or its id again: hide the details)."""
+        if workload_id is not None and workload_id == self.selected:
+            workload_id = None
+        self.selected = workload_id
+        self._unfetched = None
+        now = time.time()
+        self.table.show(self._rows, workload_id, now)
+        if workload_id is None:
+            self.details.show(None, now, "")
+            return
+        known = next((r for r in self._rows if r.get("id") == workload_id), None)
+        self.details.show(known, now, "" if known else "loading…")
+        self._spawn(self._fetch(workload_id))
+
+    async def _fetch(self, workload_id: str) -> None:
+        """`GET /{api}/{id}`: the full record of the selected workload."""
+        if self._fetching == workload_id:
+            return
+        self._fetching = workload_id
+        try:
+            record = await asyncio.to_thread(self._api.workload(workload_id).info)
+        except Exception as exc:
+            self._unfetched = workload_id  # a click on its row tries again
+            if self.selected == workload_id:
+                message = templates.problem(f"cannot fetch {workload_id}: {_reason(exc)}")
+                self.details.show(self.details.record, time.time(), message)
+            return
+        finally:
+            if self._fetching == workload_id:
+                self._fetching = None
+        if self.selected == workload_id:
+            self.details.show(record, time.time(), "")
+
+    def _cancel_selected(self) -> None:
+        if self.selected is not None:
+            self._spawn(self._cancel(self.selected))
+
+    async def _cancel(self, workload_id: str) -> None:
+        """`DELETE /{api}/{id}`: the selected workload ends as cancelled."""
+        self.details.cancel.disabled = True
+        try:
+            record = await asyncio.to_thread(self._api.workload(workload_id).cancel)
+        except Exception as exc:
+            message = templates.problem(f"cannot cancel: {_reason(exc)}")
+            self.details.show(self.details.record, time.time(), message)
+            return
+        self._rows = [record if r.get("id") == workload_id else r for r in self._rows]
+        now = time.time()
+        self.table.show(self._rows, self.selected, now)
+        if self.selected == workload_id:
+            self.details.show(record, now, "")
+
+    # scaling bounds --------------------------------------------------------------------------
+    def _apply_scaling(self, min_replicas: int, max_replicas: int) -> None:
+        self._spawn(self._set_scaling(min_replicas, max_replicas))
+
+    async def _set_scaling(self, min_replicas: int, max_replicas: int) -> None:
+        """`PATCH /apis/{api}`: new bounds for the running API (no new version)."""
+        self.scaling_controls.say("applying…")
+        try:
+            status = await asyncio.to_thread(
+                self._api.set_scaling, min_replicas=min_replicas, max_replicas=max_replicas
+            )
+        except Exception as exc:
+            self.scaling_controls.say(templates.problem(_reason(exc)))
+            return
+        self.scaling_controls.say(f"applied: [{min_replicas}, {max_replicas}]")
+        self._render(status, self._rows)
+
+    # try it ----------------------------------------------------------------------------------
+    def _try(self, text: str) -> None:
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            self.try_it.show(templates.problem(f"not valid JSON: {exc}"))
+            return
+        self._spawn(self._submit(payload))
+
+    async def _submit(self, payload: Any) -> None:
+        """Submit through the client, then long-poll the workload until it ends."""
+        self.try_it.busy(True)
+        try:
+            work = await asyncio.to_thread(self._api.submit, payload)
+            record: dict[str, Any] = {"id": work.id, "status": "in_queue"}
+            while record.get("status") not in templates.FINISHED and self.comm is not None:
+                self.try_it.show(templates.outcome(record))
+                record = await asyncio.to_thread(work.info, 10.0)
+            self.try_it.show(templates.outcome(record))
+        except Exception as exc:
+            self.try_it.show(templates.problem(f"{type(exc).__name__}: {_reason(exc)}"))
+        finally:
+            self.try_it.busy(False)
+
+    def _spawn(self, action: Coroutine[Any, Any, None]) -> None:
+        """Run what a click asked for: a task on the running loop (the kernel's), or, with no
+        loop running (a script, a test), now and to its end."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(action)
+            return
+        task = loop.create_task(action)
+        self._actions.add(task)
+        task.add_done_callback(self._actions.discard)
+
+    # the periodic task -----------------------------------------------------------------------
     def start(self) -> None:
         """Refresh periodically on the running event loop (a kernel's); no-op without one."""
         if self._task is not None and not self._task.done():
@@ -114,7 +348,10 @@ class APIDashboard(widgets.VBox):
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        for task in list(self._actions):
+            task.cancel()
         super().close()
+        _close_all(self.children)
 
     @property
     def running(self) -> bool:

@@ -93,6 +93,10 @@ async def start_dask(settings: GatewaySettings, storage: Storage) -> tuple[Any, 
     return client, cluster
 
 
+# A preload of every worker process the gateway starts itself (see the module).
+WORKER_SETUP = "asyncnb.runtime.worker_setup"
+
+
 async def _local_cluster(settings: GatewaySettings, storage: Storage) -> Any:
     gpus = [] if settings.worker_resources else visible_gpus()
     threads = settings.threads_per_worker or 4
@@ -112,6 +116,7 @@ async def _local_cluster(settings: GatewaySettings, storage: Storage) -> Any:
         dashboard_address=None,
         # The scheduler's HTTP server (health, metrics) still starts: on a free loopback port.
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": False},
+        preload=[WORKER_SETUP] if storage.shared_across_processes else [],
         asynchronous=True,
     )
 
@@ -128,6 +133,7 @@ async def _gpu_cluster(gpus: list[str], threads: int) -> Any:
             resources={"GPU": 1},
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
+            preload=[WORKER_SETUP],
             asynchronous=True,
         )
     workers = {
@@ -138,6 +144,7 @@ async def _gpu_cluster(gpus: list[str], threads: int) -> Any:
                 "nthreads": threads,
                 "resources": {"GPU": 1},
                 "env": {"CUDA_VISIBLE_DEVICES": device},
+                "preload": [WORKER_SETUP],
             },
         }
         for device in gpus

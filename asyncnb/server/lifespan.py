@@ -1,21 +1,27 @@
-"""What a gateway process builds when it starts, and takes down when it stops."""
+"""What a gateway process builds when it starts, and takes down when it stops.
+
+It is done before uvicorn serves a request, outside uvicorn's lifespan, so that a gateway that
+cannot start says why in one line (`GatewayStartFailed`) instead of a traceback and an exit
+status of 3.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
-
-from fastapi import FastAPI
 
 from ..contract.settings import GatewaySettings
 from ..contract.webhook_policy import WebhookPolicy
 from ..engine import Engine, EngineSettings
 from ..engine.backends.dask import DaskBackend
-from ..gateway import create_asgi_app
-from ..gateway.fastpath import StatusFastPath
+from ..engine.store import JournalLocked
+from ..errors import GatewayStartFailed, UsageError
 from ..storage import Storage
 from .cluster import start_dask, stop_cluster, worker_bounds
+
+logger = logging.getLogger(__name__)
 
 
 def engine_settings(settings: GatewaySettings, cluster: Any | None) -> EngineSettings:
@@ -26,27 +32,61 @@ def engine_settings(settings: GatewaySettings, cluster: Any | None) -> EngineSet
     )
 
 
-def lifespan(
-    settings: GatewaySettings,
-) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    @asynccontextmanager
-    async def run(app: FastAPI) -> AsyncIterator[None]:
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@asynccontextmanager
+async def gateway_engine(settings: GatewaySettings) -> AsyncIterator[Engine]:
+    """Storage, Dask, the Dask backend and the engine, started; all stopped again on exit."""
+    step = "open the storage"
+    try:
         storage = Storage(settings.storage, settings.storage_options)
+        step = "start Dask"
         client, cluster = await start_dask(settings, storage)
-        backend = DaskBackend(client)
+    except (UsageError, GatewayStartFailed):
+        raise
+    except Exception as exc:
+        logger.debug("gateway start failed", exc_info=True)
+        raise GatewayStartFailed(f"cannot {step} ({settings.storage}): {_one_line(exc)}") from exc
+    backend = DaskBackend(client)
+    try:
+        step = "open the workload store"
         engine = Engine(storage, backend, engine_settings(settings, cluster), cluster=cluster)
-        await engine.start()
-        app.state.engine = engine
         try:
-            yield
-        finally:
+            step = f"read the storage {storage.url}"
+            await engine.start()
+        except BaseException:
             await engine.close()
-            await backend.close()
-            await stop_cluster(cluster)
+            raise
+    except BaseException as exc:
+        await backend.close()
+        await stop_cluster(cluster)
+        if isinstance(exc, JournalLocked):
+            raise GatewayStartFailed(holder_of(storage, exc)) from None
+        if isinstance(exc, Exception):
+            logger.debug("gateway start failed", exc_info=True)
+            raise GatewayStartFailed(f"cannot {step}: {_one_line(exc)}") from exc
+        raise
+    try:
+        yield engine
+    finally:
+        await engine.close()
+        await backend.close()
+        await stop_cluster(cluster)
 
-    return run
 
+def holder_of(storage: Storage, exc: JournalLocked) -> str:
+    """Who serves the storage already, where, and what to do about it."""
+    from .local import read_runtime_file
 
-def gateway_app(settings: GatewaySettings) -> StatusFastPath:
-    """The app a gateway process serves: routes, fast path, and this lifespan."""
-    return create_asgi_app(settings, lifespan(settings))
+    pid = exc.holder_pid
+    running = read_runtime_file(storage.url)
+    if running is not None and running.pid == pid:
+        return (
+            f"storage {storage.url} is already served by the gateway at {running.url} "
+            f"(pid {pid}): use it (ASYNCNB_GATEWAY={running.url}) or stop it first "
+            "(`asyncnb local stop`)"
+        )
+    return f"storage {storage.url} is already served by another gateway (pid {pid or '?'})"

@@ -1,17 +1,41 @@
-"""Running a gateway: in the foreground (`asyncnb serve`) or on a background thread (embedded)."""
+"""Running a gateway: in the foreground (`asyncnb serve`) or on a background thread (tests,
+memory:// storage).
+
+The port is bound and the engine started before uvicorn serves, so that a gateway that cannot
+start says why in one line. Once it is ready, the gateway records where it listens in its
+storage's runtime file (server/local.py). Ctrl-C and SIGTERM stop it in order (requests, then
+the engine, then the cluster's workers) and end there: no signal is raised again, and the
+caller says in one line how it ended.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
+import logging
+import os
+import signal
+import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 
 from ..contract.settings import GatewaySettings
+from ..engine import Engine
+from ..errors import GatewayStartFailed
+from ..gateway import create_asgi_app
+from ..storage import Storage
 from .http_protocol import CoalescingHttpToolsProtocol
-from .lifespan import gateway_app
+from .lifespan import gateway_engine
+from .local import RuntimeRecord, remove_runtime_file, shape_of, write_runtime_file
+
+logger = logging.getLogger(__name__)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _tune_gc() -> None:
@@ -25,20 +49,55 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def _server(settings: GatewaySettings) -> uvicorn.Server:
-    config = uvicorn.Config(
-        gateway_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        lifespan="on",
-        timeout_keep_alive=30,
-        limit_concurrency=4096,
-        http=CoalescingHttpToolsProtocol,
-        access_log=False,
-        backlog=2048,
-    )
-    return uvicorn.Server(config)
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server; a stop signal stops it, and is not raised again afterwards."""
+
+    stopped_by: str | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.stopped_by = self.stopped_by or signal.Signals(sig).name
+        super().handle_exit(sig, frame)
+
+
+class Activity:
+    """An ASGI wrapper that notes when the last request came."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.last = time.monotonic()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.last = time.monotonic()
+        await self.app(scope, receive, send)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, bound now: a taken port is said in one line."""
+    bind_host = host or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind_host, port))
+    except OSError as exc:
+        sock.close()
+        hint = " (another gateway? `asyncnb local status`)" if exc.errno == errno.EADDRINUSE else ""
+        message = f"cannot listen on {bind_host}:{port}: {exc.strerror}{hint}"
+        raise GatewayStartFailed(message) from None
+    return sock
 
 
 def bound_url(server: uvicorn.Server, host: str) -> str:
@@ -49,28 +108,119 @@ def bound_url(server: uvicorn.Server, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
-async def serve(settings: GatewaySettings, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve until the process is told to stop; `on_ready(url)` once the port is bound."""
-    _tune_gc()  # this process is the gateway (never done for the embedded one in a kernel)
-    server = _server(settings)
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        if task.done():
+class Gateway:
+    """One gateway: its listening socket, its engine, and uvicorn serving its app."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.server: GatewayServer | None = None
+        self.url = ""
+
+    async def run(self, on_ready: Callable[[str], None] | None = None) -> str | None:
+        """Serve until stopped; how it stopped: a signal's name, "idle", or None (`stop`)."""
+        settings = self.settings
+        sock = listen(settings.host, settings.port)
+        try:
+            async with gateway_engine(settings) as engine:
+                return await self._serve(engine, sock, on_ready)
+        finally:
+            sock.close()
+
+    async def _serve(
+        self, engine: Engine, sock: socket.socket, on_ready: Callable[[str], None] | None
+    ) -> str | None:
+        settings = self.settings
+        app = create_asgi_app(settings)
+        app.state.engine = engine
+        activity = Activity(app)
+        self.server = server = GatewayServer(_config(activity, settings))
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                await task
+                raise GatewayStartFailed("the gateway stopped while starting")
+            await asyncio.sleep(0.02)
+        self.url = bound_url(server, settings.host)
+        published = self._publish(engine.storage)
+        watch = None
+        if settings.idle_timeout_s:
+            watch = asyncio.ensure_future(self._stop_when_idle(engine, activity))
+        if on_ready is not None:
+            on_ready(self.url)
+        try:
             await task
-            raise RuntimeError("the gateway stopped while starting")
-        await asyncio.sleep(0.05)
-    if on_ready is not None:
-        on_ready(bound_url(server, settings.host))
-    await task
+        finally:
+            if watch is not None:
+                watch.cancel()
+            if published:
+                remove_runtime_file(engine.storage.url, os.getpid())
+        return server.stopped_by
+
+    def _publish(self, storage: Storage) -> bool:
+        """Record where this gateway listens, for the processes that share its storage."""
+        if not storage.shared_across_processes:
+            return False  # memory:// lives in this process: nobody else can share it
+        settings = self.settings
+        write_runtime_file(
+            RuntimeRecord(
+                url=self.url,
+                pid=os.getpid(),
+                storage=storage.url,
+                token=settings.token,
+                admin_token=settings.admin_token,
+                started_at=time.time(),
+                idle_timeout_s=settings.idle_timeout_s,
+                shape=shape_of(settings),
+            )
+        )
+        return True
+
+    async def _stop_when_idle(self, engine: Engine, activity: Activity) -> None:
+        timeout = float(self.settings.idle_timeout_s or 0)
+        while True:
+            await asyncio.sleep(min(30.0, timeout / 4))
+            idle = time.monotonic() - activity.last
+            if idle >= timeout and not engine.unfinished and self.server is not None:
+                logger.warning("no request for %.0f s and no unfinished work: stopping", idle)
+                self.server.stopped_by = "idle"
+                self.server.should_exit = True
+                return
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+
+def _config(app: Any, settings: GatewaySettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="off",  # the engine is started before uvicorn serves (see the module)
+        timeout_keep_alive=30,
+        limit_concurrency=4096,
+        http=CoalescingHttpToolsProtocol,
+        access_log=False,
+        backlog=2048,
+    )
+
+
+async def serve(
+    settings: GatewaySettings, on_ready: Callable[[str], None] | None = None
+) -> str | None:
+    """Serve in the foreground until stopped; how it stopped (see `Gateway.run`)."""
+    _tune_gc()  # this process is the gateway (never done for one on a thread of a kernel)
+    return await Gateway(settings).run(on_ready)
 
 
 class BackgroundGateway:
-    """A gateway on a daemon thread with its own event loop (notebooks, scripts, tests)."""
+    """A gateway on a daemon thread with its own event loop (tests, memory:// storage)."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.url = ""
-        self._server = _server(settings)
+        self._gateway = Gateway(settings)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="asyncnb-gateway", daemon=True)
@@ -78,29 +228,25 @@ class BackgroundGateway:
     def start(self, timeout: float = 120.0) -> BackgroundGateway:
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise TimeoutError(f"the embedded gateway did not start within {timeout:g} s")
-        if self._error is not None or not self.url:
-            reason = self._error or "see the log above"
-            raise RuntimeError(f"the embedded gateway failed to start: {reason}")
+            raise GatewayStartFailed(f"the gateway did not start within {timeout:g} s")
+        if self._error is not None:
+            if isinstance(self._error, GatewayStartFailed):
+                raise self._error
+            raise GatewayStartFailed(f"the gateway could not start: {self._error}")
         return self
 
     def _run(self) -> None:
-        async def main() -> None:
-            task = asyncio.ensure_future(self._server.serve())
-            while not self._server.started and not task.done():
-                await asyncio.sleep(0.05)
-            if self._server.started:
-                self.url = bound_url(self._server, self.settings.host)
+        def ready(url: str) -> None:
+            self.url = url
             self._ready.set()
-            await task
 
         try:
-            asyncio.run(main())
+            asyncio.run(self._gateway.run(ready))
         except BaseException as exc:
             self._error = exc
         finally:
             self._ready.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._server.should_exit = True
+        self._gateway.stop()
         self._thread.join(timeout)

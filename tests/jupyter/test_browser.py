@@ -6,6 +6,7 @@ Screenshots go to `test-artifacts/browser-<test>.png` (git-ignored); on failure,
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -28,6 +29,9 @@ from ..support.browser import (
 QUICKSTART = REPO / "notebooks" / "quickstart.ipynb"
 DASHBOARD = ".asyncnb-dashboard"
 DASHBOARD_COUNTS = f"{DASHBOARD} .asyncnb-counts"
+DETAILS = f"{DASHBOARD} .asyncnb-details"
+# what Vega draws the plot's marks into (svg here; canvas with Vega's other renderer)
+PLOT_MARKS = f"{DASHBOARD} .asyncnb-plot .vega-embed svg.marks, {DASHBOARD} .asyncnb-plot canvas"
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +128,63 @@ def test_quickstart_notebook(lab: JupyterLab, page: Page) -> None:
         # ...and the rest of the notebook runs to the end without an error.
         wait_for_all_cells_run(page, lab, notebook, timeout=120)
     screenshot(page, "quickstart_notebook", focus=DASHBOARD)
+
+
+DASHBOARD_CELLS = [
+    # One quick workload that completes, one slow one (30 s) to cancel while it runs.
+    "import time\n"
+    "import asyncnb\n"
+    "\n"
+    "class Sleepy:\n"
+    "    def predict(self, payload):\n"
+    "        time.sleep(payload.get('sleep', 0))\n"
+    "        return {'slept': payload.get('sleep', 0), 'echo': payload}\n"
+    "\n"
+    "api = asyncnb.deploy(Sleepy, 'sleepy', max_concurrency=2,\n"
+    "                     example={'sleep': 0, 'text': 'from the example'})\n"
+    "quick = api.submit({'sleep': 0, 'text': 'quick one'})\n"
+    "quick.result(timeout=120)\n"
+    "slow = api.submit({'sleep': 30})\n"
+    "print(f'QUICK={quick.id} SLOW={slow.id}')",
+    "api",
+]
+
+
+def test_dashboard_clicks(lab: JupyterLab, page: Page) -> None:
+    """The live dashboard in JupyterLab: its Vega-Lite plot draws, a click on a row shows that
+    workload in full, cancel ends a running one, and the try-it box submits the example."""
+    notebook = "dashboard_clicks.ipynb"
+    write_notebook(lab.root_dir / notebook, DASHBOARD_CELLS)
+    page.set_viewport_size({"width": 1400, "height": 1500})  # the whole dashboard in view
+    with failure_artifacts(page, lab, "dashboard_clicks"):
+        open_notebook(page, lab, notebook, workspace="dashboard_clicks")
+        run_all_cells(page)
+        wait_for_all_cells_run(page, lab, notebook, timeout=180)
+        ids = wait_for_text(page, ".jp-OutputArea-output", r"QUICK=(\w{32}) SLOW=(\w{32})", 30)
+        quick, slow = ids.group(1), ids.group(2)
+        wait_for_text(page, DASHBOARD_COUNTS, r"completed\W*1\b", timeout=60)
+        page.locator(PLOT_MARKS).first.wait_for(state="visible", timeout=60_000)
+        curl = page.locator(f"{DASHBOARD} .asyncnb-curl").inner_text()
+        assert "from the example" in curl, curl  # the deploy's example payload
+
+        # One click on a row: that workload in full (its result and timings).
+        page.locator(f"{DASHBOARD} .asyncnb-row-select", has_text=quick[:12]).click()
+        wait_for_text(page, DETAILS, r"quick one", timeout=30)
+        details = page.locator(DETAILS).inner_text()
+        assert quick in details and "completed" in details and "end to end" in details
+        screenshot(page, "dashboard_details", focus=DASHBOARD)
+
+        # The slow one, while it runs: cancel.
+        page.locator(f"{DASHBOARD} .asyncnb-row-select", has_text=slow[:12]).click()
+        wait_for_text(page, DETAILS, rf"{slow}\W+in_progress", timeout=60)
+        page.locator(f"{DETAILS} .asyncnb-cancel").click()
+        wait_for_text(page, DETAILS, rf"{slow}\W+cancelled", timeout=30)
+        screenshot(page, "dashboard_cancel", focus=DASHBOARD)
+
+        # Try it: the box offers the example payload; submit shows the result.
+        payload = page.locator(f"{DASHBOARD} .asyncnb-try-payload textarea")
+        assert "from the example" in payload.input_value()
+        page.locator(f"{DASHBOARD} .asyncnb-try-submit").click()
+        outcome = f"{DASHBOARD} .asyncnb-try-outcome"
+        wait_for_text(page, outcome, re.compile(r"completed.*from the example", re.S), 60)
+    screenshot(page, "dashboard_try_it", focus=DASHBOARD)

@@ -11,6 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import asyncnb
 from asyncnb.client import AsyncAPI, handles
+from asyncnb.errors import UsageError as AsyncNBUsageError
 
 from ..support.processes import Gateway
 
@@ -126,7 +127,28 @@ def test_dashboard_traits_follow_the_workloads(shell: InteractiveShell, gateway:
     assert dashboard.state == "ready" and dashboard.version == 1
     assert "completed 5" in dashboard.counts.value
     assert api.url in dashboard.header.value and "curl -s -X POST" in dashboard.header.value
-    assert dashboard.table.value.count("completed") >= 5
+    assert sum(r["status"] == "completed" for r in dashboard.table.records) >= 5
     assert "asyncnb-dashboard" in dashboard._dom_classes
     dashboard.close()
     assert api.dashboard() is not dashboard  # a closed one is replaced
+
+
+def test_the_example_option_and_the_scaling_bounds(
+    shell: InteractiveShell, gateway: Gateway
+) -> None:
+    api = shell.run_cell_magic(
+        "async_api", "scaled --example '{\"x\": 0.5}' --max-replicas 3", CELL
+    )
+    gateway.wait_ready("scaled")
+    assert api.status()["options"]["example"] == {"x": 0.5}  # a deploy option like any
+    dashboard = api.dashboard()
+    assert dashboard.example_payload == '{"x": 0.5}'
+    assert dashboard.curl.endswith("""-d '{"x": 0.5}'""")
+    assert "ASYNCNB_TOKEN" not in dashboard.curl  # this gateway has no token
+    info = api.set_scaling(min_replicas=0, max_replicas=2)  # PATCH /apis/scaled
+    assert info["version"] == 1 and info["options"]["max_replicas"] == 2
+    assert info["options"]["min_replicas"] == 0 and info["options"]["example"] == {"x": 0.5}
+    with pytest.raises(AsyncNBUsageError, match="min_replicas must not exceed max_replicas"):
+        api.set_scaling(min_replicas=5)
+    assert api.submit({"x": 0.25}).result(timeout=30) == {"score": 2}
+    dashboard.close()

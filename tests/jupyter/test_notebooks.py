@@ -1,4 +1,5 @@
-"""The example notebooks, run headless with papermill on small sizes (embedded gateway)."""
+"""The example notebooks, run headless with papermill on small sizes (the local gateway of a
+storage of each test's own, stopped after it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+
+from ..support.processes import stop_local_gateway
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 SMALL = {
@@ -27,16 +30,20 @@ def test_notebook_runs_headless(name: str, tmp_path: Path, monkeypatch: pytest.M
     for key in [k for k in os.environ if k.startswith("ASYNCNB_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("ASYNCNB_STORAGE", str(tmp_path / "storage"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the local gateway's runtime files go there
     output = tmp_path / name
-    papermill.execute_notebook(
-        str(NOTEBOOKS / name),
-        str(output),
-        parameters=SMALL[name],
-        cwd=str(tmp_path),
-        kernel_name="python3",
-        execution_timeout=240,
-        progress_bar=False,
-    )
+    try:
+        papermill.execute_notebook(
+            str(NOTEBOOKS / name),
+            str(output),
+            parameters=SMALL[name],
+            cwd=str(tmp_path),
+            kernel_name="python3",
+            execution_timeout=240,
+            progress_bar=False,
+        )
+    finally:
+        stop_local_gateway(tmp_path / "storage")
     executed = nbformat.read(output, as_version=4)
     errors = [
         o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
@@ -55,14 +62,18 @@ def test_report_notebook_records_its_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASYNCNB_STORAGE", str(tmp_path / "storage"))
+    monkeypatch.setenv("HOME", str(tmp_path))
     from asyncnb.runtime.notebook_api import _records
 
-    executed = papermill.execute_notebook(
-        str(NOTEBOOKS / "report_api.ipynb"),
-        str(tmp_path / "out.ipynb"),
-        parameters={"region": "west", "days": 2},
-        kernel_name="python3",
-        progress_bar=False,
-    )
+    try:
+        executed = papermill.execute_notebook(
+            str(NOTEBOOKS / "report_api.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters={"region": "west", "days": 2},
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    finally:
+        stop_local_gateway(tmp_path / "storage")
     recorded = _records(executed)
     assert recorded["region"] == "west" and len(recorded["daily"]) == 2

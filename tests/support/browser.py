@@ -31,6 +31,8 @@ import httpx
 import nbformat
 from playwright.sync_api import Browser, Error, Page, Playwright
 
+from .processes import stop_local_gateway
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -179,6 +181,9 @@ class JupyterLab:
                     self.api("DELETE", f"/api/kernels/{kernel['id']}", timeout=20)
             except (httpx.HTTPError, ValueError):
                 pass
+        storage = self.extra_env.get("ASYNCNB_STORAGE")
+        if storage:  # the kernels' local gateway, politely (the sweep below is the fallback)
+            stop_local_gateway(storage, home=self.base / "home")
         _signal_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(15)

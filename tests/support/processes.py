@@ -224,3 +224,18 @@ class WebhookReceiver:
         while len(self.received) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(self.received) >= count, f"got {len(self.received)} of {count} webhooks"
+
+
+def stop_local_gateway(storage: Path | str, home: Path | None = None) -> None:
+    """Stop the local gateway that some process started on demand for `storage`, if any;
+    `home`: the HOME of the processes that started it (where its runtime file is)."""
+    from asyncnb.server.local import stop_local_gateway as stop
+
+    saved = os.environ.get("HOME")
+    if home is not None:
+        os.environ["HOME"] = str(home)
+    try:
+        stop(str(storage))
+    finally:
+        if saved is not None:
+            os.environ["HOME"] = saved

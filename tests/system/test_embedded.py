@@ -1,4 +1,5 @@
-"""asyncnb.deploy without ASYNCNB_GATEWAY starts an embedded gateway; `make demo` runs it."""
+"""asyncnb.deploy without ASYNCNB_GATEWAY uses the local gateway of the storage (starting it);
+`make demo` runs the example on it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+
+from ..support.processes import stop_local_gateway
 
 SCRIPT = textwrap.dedent(
     """
@@ -35,17 +40,23 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def test_deploy_without_gateway_uses_embedded_one(tmp_path: Path) -> None:
+def test_deploy_without_gateway_uses_the_local_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # where the runtime files of the script's are
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=_env(tmp_path),
-        cwd=tmp_path,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=_env(tmp_path),
+            cwd=tmp_path,
+        )
+    finally:
+        stop_local_gateway(tmp_path / ".asyncnb" / "storage")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "EMBEDDED-OK http://127.0.0.1:" in result.stdout
     # the default storage is a folder under the user's home

@@ -37,7 +37,18 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 
 
 class JournalLocked(RuntimeError):
-    pass
+    """Another process holds the journal: it serves this storage."""
+
+    def __init__(self, storage_url: str, holder_pid: int | None) -> None:
+        holder = f"pid {holder_pid}" if holder_pid else "another process"
+        super().__init__(f"another gateway ({holder}) is already serving storage {storage_url}")
+        self.storage_url = storage_url
+        self.holder_pid = holder_pid
+
+
+def _pid_in(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).strip()
+    return int(text) if text.isdigit() else None
 
 
 @dataclass
@@ -83,10 +94,12 @@ class JournalStore:
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _pid_in(self._lock)
             os.close(self._lock)
-            raise JournalLocked(
-                f"another gateway is already serving storage {storage.url}"
-            ) from None
+            raise JournalLocked(storage.url, holder) from None
+        # Who holds it, for the error of the next gateway that tries.
+        os.ftruncate(self._lock, 0)
+        os.pwrite(self._lock, str(os.getpid()).encode(), 0)
         self._apis: dict[str, _APIJournal] = {}
         # id → (api, segment number, offset, length) of its newest final record
         self._finals: dict[str, tuple[str, int, int, int]] = {}

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from asyncnb.contract.options import DEFAULT_RESULT_TTL_S, APIOptions
+from asyncnb.contract.options import (
+    DEFAULT_RESULT_TTL_S,
+    EXAMPLE_MAX_BYTES,
+    SCALING_OPTIONS,
+    APIOptions,
+)
 from asyncnb.contract.webhook_policy import webhook_url_problem
 from asyncnb.webhooks import generate_secret
 
@@ -239,3 +244,32 @@ def test_alternate_ipv4_forms_of_metadata_denied(host: str) -> None:
 
 def test_trailing_dot_metadata_host_denied() -> None:
     assert webhook_url_problem("http://metadata.google.internal./computeMetadata/v1/") is not None
+
+
+# the example payload, and scaling changes ------------------------------------------------------
+
+
+def test_example_is_any_json_value_up_to_64_kib() -> None:
+    assert APIOptions().example is None
+    for value in ({"text": "good"}, [1, 2], "hello", 3.5, True):
+        assert APIOptions(example=value).example == value
+        assert APIOptions(example=value).public()["example"] == value
+    assert APIOptions(example="x" * (EXAMPLE_MAX_BYTES - 2)).example  # 64 KiB with the quotes
+    assert "at most 65536 allowed" in _error_text(example="x" * EXAMPLE_MAX_BYTES)
+    assert "must be a JSON value" in _error_text(example={"n": float("nan")})
+    assert "must be a JSON value" in _error_text(example={1, 2})
+
+
+def test_with_scaling_changes_only_scaling_options_and_validates_the_result() -> None:
+    options = APIOptions(max_concurrency=3, max_replicas=4, example={"a": 1})
+    changed = options.with_scaling({"min_replicas": 0, "max_replicas": 2})
+    assert (changed.min_replicas, changed.max_replicas) == (0, 2)
+    assert changed.max_concurrency == 3 and changed.example == {"a": 1}  # the rest is kept
+    assert options.max_replicas == 4  # a new object
+    assert set(SCALING_OPTIONS) <= set(APIOptions.model_fields)
+    with pytest.raises(ValidationError, match="min_replicas must not exceed max_replicas"):
+        options.with_scaling({"min_replicas": 5})
+    with pytest.raises(ValidationError):
+        options.with_scaling({"max_upscale_factor": 0.5})
+    with pytest.raises(ValueError, match="not a scaling option: example, gpu"):
+        options.with_scaling({"gpu": 1, "example": None, "min_replicas": 0})

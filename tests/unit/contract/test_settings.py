@@ -51,6 +51,7 @@ VARIED: dict[str, Any] = {
     "webhook_deny": ("evil.example",),
     "body_timeout_s": 30.0,
     "storage_timeout_s": 0.5,
+    "idle_timeout_s": 90.5,
     "log_level": "info",
 }
 

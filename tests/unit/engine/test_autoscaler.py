@@ -86,3 +86,13 @@ def test_work_waiting_on_zero_replicas_scales_to_one_at_once() -> None:
     first = auto.recommend(1.0, 1, 0)
     assert first.replicas == 1 and "zero replicas" in first.reason
     assert Autoscaler(APIOptions(min_replicas=0), 0.0).recommend(1.0, 0, 0).replicas == 0
+
+
+def test_the_bounds_hold_even_during_the_first_stabilization() -> None:
+    # New bounds (a deploy, or PATCH /apis/{api}) apply at once, stabilizing or not.
+    auto = Autoscaler(APIOptions(window=1, min_replicas=3, max_replicas=5), started_at=100.0)
+    raised = auto.recommend(101.0, 0, 1)
+    assert raised.replicas == 3 and "below min_replicas" in raised.reason
+    lowered = auto.recommend(102.0, 50, 8)
+    assert lowered.replicas == 5 and "above max_replicas" in lowered.reason
+    assert auto.recommend(103.0, 50, 4).replicas == 4  # within: the stabilization holds
