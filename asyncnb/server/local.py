@@ -124,6 +124,20 @@ def alive(pid: int) -> bool:
     return True
 
 
+def is_gateway(pid: int) -> bool:
+    """Whether `pid` still runs `asyncnb serve`, not a process that reused a dead gateway's pid
+    (where the system says: /proc; elsewhere a live pid counts)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return alive(pid) and not Path("/proc/self").exists()
+    except OSError:
+        return True
+    return any(part.endswith(b"asyncnb") or part == b"asyncnb.cli" for part in command) and (
+        b"serve" in command
+    )
+
+
 def answers(url: str, timeout: float = 3.0) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=timeout).status_code == 200
@@ -136,7 +150,7 @@ def find_local_gateway(storage_url: str) -> RuntimeRecord | None:
     found = read_runtime_file(storage_url)
     if found is None:
         return None
-    if not alive(found.pid):
+    if not alive(found.pid) or not is_gateway(found.pid):
         remove_runtime_file(storage_url, found.pid)
         return None
     if not answers(found.url):
@@ -294,7 +308,7 @@ def stop_local_gateway(storage_url: str, timeout: float = 30.0) -> RuntimeRecord
     found = read_runtime_file(storage_url)
     if found is None:
         return None
-    if alive(found.pid):
+    if alive(found.pid) and is_gateway(found.pid):  # never a process that reused its pid
         with contextlib.suppress(ProcessLookupError):
             os.kill(found.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

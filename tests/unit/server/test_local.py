@@ -14,11 +14,14 @@ from asyncnb.server.local import (
     LOCAL_IDLE_TIMEOUT_S,
     RuntimeRecord,
     _reason,
+    find_local_gateway,
     idle_timeout_from_env,
+    is_gateway,
     read_runtime_file,
     remove_runtime_file,
     runtime_file,
     shape_of,
+    stop_local_gateway,
     write_runtime_file,
 )
 
@@ -117,3 +120,15 @@ def test_the_shape_is_what_start_gateway_can_ask_for() -> None:
         "threads_per_worker": 1,
         "worker_resources": {"GPU": 1},
     }
+
+
+def test_a_pid_reused_by_another_process_makes_the_file_stale(tmp_path: Path) -> None:
+    """After a reboot the pid of the file may name some other process: never it is stopped,
+    and the file is replaced."""
+    write_runtime_file(record(tmp_path, pid=os.getpid()))  # this pytest, not a gateway
+    assert not is_gateway(os.getpid())
+    assert find_local_gateway(str(tmp_path)) is None
+    assert read_runtime_file(str(tmp_path)) is None
+    write_runtime_file(record(tmp_path, pid=os.getpid()))
+    assert stop_local_gateway(str(tmp_path)) is not None  # it signals nothing
+    assert read_runtime_file(str(tmp_path)) is None
