@@ -68,7 +68,7 @@ def _demo(args: argparse.Namespace) -> None:
                 time.sleep(3600)
     finally:
         if gateway.started and gateway.pid is not None:
-            stop_local_gateway(storage)
+            stop_local_gateway(storage, timeout=20)
             print("stopped the local gateway the demo had started", flush=True)
         elif gateway.pid is not None:
             print(

@@ -8,8 +8,10 @@ CPU workers advertise a GPU in tests.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +22,8 @@ from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 from ..contract.settings import GatewaySettings, is_loopback_host
 from ..errors import UsageError
 from ..storage import Storage
+
+logger = logging.getLogger(__name__)
 
 
 def load_factory(spec: str) -> Any:
@@ -168,9 +172,24 @@ def worker_bounds(settings: GatewaySettings, cluster: Any | None) -> dict[str, A
     return {"min_workers": low, "max_workers": high}
 
 
+CLUSTER_CLOSE_TIMEOUT_S = 20.0
+
+
 async def stop_cluster(cluster: Any | None) -> None:
-    """Close the cluster this gateway started (its client is the backend's to close)."""
-    if cluster is not None:
-        closing = cluster.close()
-        if inspect.isawaitable(closing):
-            await closing
+    """Close the cluster this gateway started (its client is the backend's to close).
+
+    A stop must end: after `CLUSTER_CLOSE_TIMEOUT_S` the gateway goes on exiting, and
+    multiprocessing ends the worker processes that are left with it."""
+    if cluster is None:
+        return
+    closing = cluster.close()
+    if not inspect.isawaitable(closing):
+        return
+    try:
+        await asyncio.wait_for(_awaited(closing), CLUSTER_CLOSE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        logger.warning("the cluster did not close within %g s", CLUSTER_CLOSE_TIMEOUT_S)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

@@ -203,6 +203,7 @@ def _config(app: Any, settings: GatewaySettings) -> uvicorn.Config:
         http=CoalescingHttpToolsProtocol,
         access_log=False,
         backlog=2048,
+        timeout_graceful_shutdown=10,  # a stop ends even with a client that will not leave
     )
 
 

@@ -190,17 +190,31 @@ def in_a_terminal(argv: list[str], ready: bytes, env: dict[str, str]) -> tuple[s
     time.sleep(0.5)
     os.write(fd, b"\x03")  # what the terminal turns into SIGINT for the foreground group
     status = None
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while status is None and time.monotonic() < deadline:
         output += _read(fd, 0.2)
         done, code = os.waitpid(pid, os.WNOHANG)
         status = code if done else None
-    if status is None:
+    if status is None:  # say where it hangs before it goes
+        output += f"\n[still running after 90 s: {_tree(pid)}]".encode()
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
     output += _read(fd, 0.2)
     os.close(fd)
     return output.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def _tree(pid: int) -> str:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        return "; ".join(
+            f"{p.pid} {p.status()} {' '.join(p.cmdline())[:120]}"
+            for p in [parent, *parent.children(recursive=True)]
+        )
+    except psutil.Error as exc:
+        return str(exc)
 
 
 def _read(fd: int, timeout: float) -> bytes:
@@ -230,7 +244,7 @@ def test_ctrl_c_stops_the_demo_and_the_gateway_it_started(home: Path) -> None:
     storage = tmp_path / "demo"
     argv = [sys.executable, "-m", "asyncnb.demo", "--port", "0", "--storage", str(storage)]
     output, code = in_a_terminal(argv, b"serving until Ctrl-C", user_env(tmp_path))
-    assert code == 130, output
+    assert code == 130, output + _gateway_logs(tmp_path)
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert (
         output.strip().splitlines()[-1].endswith("stopped the local gateway the demo had started")
@@ -295,6 +309,11 @@ def test_a_gateway_that_cannot_start_says_why_in_one_line(home: Path) -> None:
         '{"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}',
     )
     assert_one_line(no_s3, "cannot read the storage s3://bucket/prefix")
+
+
+def _gateway_logs(home: Path) -> str:
+    logs = sorted((home / ".asyncnb" / "run").glob("*.log"))
+    return "".join(f"\n--- {log}\n{log.read_text()[-4000:]}" for log in logs)
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], text: str) -> None:
