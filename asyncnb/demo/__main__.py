@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storage", default=None, help="fsspec URL; default ~/.asyncnb/storage")
     parser.add_argument("--once", action="store_true", help="exit after the workloads finish")
     args = parser.parse_args(argv)
-    # SIGTERM ends the demo the way Ctrl-C does: it stops the gateway it started, in order.
+    # Ctrl-C ends the demo, even when it was started with SIGINT ignored (as a shell does for
+    # a background job), and SIGTERM the same way: it stops the gateway it started, in order.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         _demo(args)

@@ -181,6 +181,9 @@ def in_a_terminal(argv: list[str], ready: bytes, env: dict[str, str]) -> tuple[s
     """Run `argv` in a real pseudo-terminal, press Ctrl-C once `ready` shows; (output, exit)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: a process group of its own, in the foreground of the terminal
+        # with the signals a fresh terminal gives (a CI runner may start us with SIGINT ignored)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
         os.execve(argv[0], argv, env)
     output = b""
     deadline = time.monotonic() + 120
