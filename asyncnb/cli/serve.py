@@ -54,6 +54,12 @@ def serve(**flags: Any) -> None:
     if problem:
         raise UsageError(problem)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    if settings.admin_token and not settings.token:
+        click.echo(
+            "warning: --admin-token without --token: deploys need the admin token, but the "
+            "workload routes are open to anyone who can reach this gateway",
+            err=True,
+        )
     check_storage_reachable(settings, Storage(settings.storage, settings.storage_options))
 
     def ready(url: str) -> None:

@@ -9,6 +9,14 @@ RESERVED_NAMES = frozenset({"apis", "healthz", "metrics", "docs", "openapi.json"
 # The patterns as text too, for routers that take regular expressions (the Jupyter extension).
 API_NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 WORKLOAD_ID_PATTERN = r"[0-9a-f]{32}"
+# An API name that is not reserved, for routers that put API names beside reserved paths (the
+# Jupyter extension's proxy must never route `/apis/...` or `/metrics` as an API).
+ROUTABLE_API_NAME_PATTERN = (
+    "(?!(?:"
+    + "|".join(re.escape(n) for n in sorted(RESERVED_NAMES))
+    + ")(?![a-z0-9-]))"
+    + API_NAME_PATTERN
+)
 _API_NAME = re.compile(API_NAME_PATTERN)
 _WORKLOAD_ID = re.compile(WORKLOAD_ID_PATTERN)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6c1f0a52-4a0e-4d38-9a43-0b1f0f5f6a11")

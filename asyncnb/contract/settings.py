@@ -179,6 +179,43 @@ class GatewaySettings:
             help="seconds a request waits on object storage before it gets 503 + Retry-After",
         ),
     )
+    head_timeout_s: float = field(
+        default=20.0,
+        metadata=_flag(
+            kind="float",
+            flag="--head-timeout",
+            show_default=True,
+            help="seconds a client has to send a request's line and headers (then 408, closed)",
+        ),
+    )
+    first_byte_timeout_s: float = field(
+        default=10.0,
+        metadata=_flag(
+            kind="float",
+            flag="--first-byte-timeout",
+            show_default=True,
+            help="seconds a new connection may stay silent before it is closed",
+        ),
+    )
+    max_head_bytes: int = field(
+        default=64 * 1024,
+        metadata=_flag(
+            kind="int", show_default=True, help="largest request head (line and headers): 431"
+        ),
+    )
+    max_headers: int = field(
+        default=100,
+        metadata=_flag(kind="int", show_default=True, help="most headers of a request: 431"),
+    )
+    max_connections_per_client: int = field(
+        default=256,
+        metadata=_flag(
+            kind="int",
+            show_default=True,
+            help="open connections one client address may hold (then 503); 0 for no cap, "
+            "behind a proxy that sets its own",
+        ),
+    )
     idle_timeout_s: float | None = field(
         default=None,
         metadata=_flag(
@@ -211,6 +248,12 @@ class GatewaySettings:
             return "--autoscale-interval must be at least 1 second"
         if self.idle_timeout_s is not None and self.idle_timeout_s <= 0:
             return "--idle-timeout must be more than 0 seconds"
+        if self.head_timeout_s <= 0 or self.first_byte_timeout_s <= 0:
+            return "--head-timeout and --first-byte-timeout must be more than 0 seconds"
+        if self.max_head_bytes < 1024 or self.max_headers < 10:
+            return "--max-head-bytes must be at least 1024 and --max-headers at least 10"
+        if self.max_connections_per_client < 0:
+            return "--max-connections-per-client must be 0 (no cap) or more"
         if not is_loopback_host(self.host) and not self.token and not self.insecure:
             return f"refusing to listen on {self.host} without --token; pass --insecure to insist"
         return None

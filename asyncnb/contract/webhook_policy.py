@@ -1,8 +1,12 @@
 """Which webhook destinations the gateway agrees to call.
 
 Link-local, multicast and unspecified addresses and the cloud metadata host names are always
-denied (a webhook must never reach an instance's metadata service). `--webhook-deny` adds
-hosts or networks; `--webhook-allow`, when given, is the only set of destinations allowed.
+denied (a webhook must never reach an instance's metadata service). A gateway that listens on
+more than loopback (`allow_internal=False`) also denies the internal network: loopback,
+private (RFC 1918, ULA), shared (CGNAT) and reserved addresses, in every spelling (IPv4 in
+IPv6: mapped, compatible, NAT64, 6to4, Teredo; shorthand IPv4 like `127.1` or `2130706433`),
+and `localhost` names; an entry of `--webhook-allow` opens what it names. `--webhook-deny`
+adds hosts or networks; `--webhook-allow`, when given, is the only set of destinations allowed.
 Literal addresses are checked on submit, and every address a host name resolves to is checked
 again right before each delivery (`resolved_problem`), so DNS cannot smuggle a denied address
 in.
@@ -28,6 +32,40 @@ _METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192", "168.63.129.16")
 )
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not `is_private`
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries, in the forms that reach it: mapped, 6to4,
+    Teredo, NAT64 and (deprecated) IPv4-compatible."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in _NAT64) or (
+        int(address) >> 32 == 0 and int(address) > 0xFFFF
+    ):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_internal(address: Address) -> bool:
+    """Loopback, private, shared or reserved: a destination inside the gateway's own network."""
+    return (
+        address.is_loopback
+        or address.is_private
+        or address.is_reserved
+        or address.is_link_local
+        or address.is_unspecified
+        or address in _SHARED
+    )
+
+
+def _is_local_name(host: str) -> bool:
+    return host == "localhost" or host.endswith(".localhost") or host == "localhost.localdomain"
 
 
 def host_of(url: str) -> str:
@@ -53,6 +91,15 @@ def as_address(host: str) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _forms(address: Address) -> list[Address]:
+    """The address, and the IPv4 one it carries, if any: each must pass."""
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            return [address, inner]
+    return [address]
 
 
 def _split(entries: Iterable[str]) -> tuple[tuple[Network, ...], tuple[str, ...]]:
@@ -90,6 +137,8 @@ class WebhookPolicy:
 
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    # a gateway on loopback only (a notebook's) may call receivers on the same machine
+    allow_internal: bool = True
     _allow: tuple[tuple[Network, ...], tuple[str, ...]] = field(init=False, repr=False)
     _deny: tuple[tuple[Network, ...], tuple[str, ...]] = field(init=False, repr=False)
 
@@ -116,6 +165,12 @@ class WebhookPolicy:
         address = as_address(host)
         if address is not None:
             return self.address_problem(address, host)
+        if (
+            not self.allow_internal
+            and _is_local_name(host)
+            and not _name_matches(host, self._allow[1])
+        ):
+            return f"webhook host {host!r} is this machine, and is denied on a shared gateway"
         if _name_matches(host, self._deny[1]):
             return f"webhook host {host!r} is denied by the gateway's policy"
         if (self.allow) and not _name_matches(host, self._allow[1]):
@@ -123,18 +178,27 @@ class WebhookPolicy:
         return None
 
     def address_problem(self, address: Address, host: str, named: bool = False) -> str | None:
+        allowed_by_name = named and _name_matches(host, self._allow[1])
+        for form in _forms(address):
+            problem = self._form_problem(form, host, allowed_by_name)
+            if problem:
+                return problem
+        return None
+
+    def _form_problem(self, address: Address, host: str, allowed_by_name: bool) -> str | None:
         if address.is_link_local or address.is_multicast or address.is_unspecified:
             return f"webhook address {host} is link-local, multicast or unspecified and is denied"
         if address in _METADATA_ADDRESSES:
             return f"webhook address {host} is a cloud metadata service and is denied"
         if any(address in network for network in self._deny[0]):
             return f"webhook address {host} is denied by the gateway's policy"
-        allowed_by_name = named and _name_matches(host, self._allow[1])
-        if (
-            self.allow
-            and not allowed_by_name
-            and not any(address in network for network in self._allow[0])
-        ):
+        allowed = allowed_by_name or any(address in network for network in self._allow[0])
+        if not self.allow_internal and is_internal(address) and not allowed:
+            return (
+                f"webhook address {host} is in the gateway's own network (loopback, private "
+                "or reserved), which a shared gateway denies unless --webhook-allow names it"
+            )
+        if self.allow and not allowed:
             return f"webhook address {host} is not in the gateway's allow list"
         return None
 

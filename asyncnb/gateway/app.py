@@ -42,6 +42,8 @@ def create_app(settings: GatewaySettings, lifespan: Lifespan | None = None) -> F
         docs_url=None,
         openapi_url=None,
         redoc_url=None,
+        # a redirect to the same path with a slash would build its Location from `Host`
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.engine = None

@@ -7,6 +7,31 @@ from typing import Any
 
 from .errors import error_answer
 
+# Headers that a request may carry once: two readings of one of them (the fast path took the
+# last, FastAPI the first) would let a request mean two things.
+SINGLE_HEADERS = frozenset(
+    {
+        b"authorization",
+        b"content-length",
+        b"host",
+        b"idempotency-key",
+        b"prefer",
+        b"x-priority",
+        b"x-webhook-url",
+    }
+)
+
+
+def repeated_header(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The first of SINGLE_HEADERS that the request repeats, or None."""
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                return name.decode("latin-1")
+            seen.add(name)
+    return None
+
 
 async def send_json(
     send: Any, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None

@@ -19,9 +19,9 @@ from typing import Any
 from ..contract.names import api_name_problem, is_workload_id
 from ..engine import jsoncodec
 from ..engine.errors import EngineError
-from .asgi import send_json
+from .asgi import repeated_header, send_json
 from .auth import Role, access_problem
-from .errors import INTERNAL_ERROR, HTTPError, answer_for
+from .errors import INTERNAL_ERROR, HTTPError, answer_for, error_answer
 from .submission import submit_workload
 
 Scope = dict[str, Any]
@@ -41,6 +41,11 @@ class StatusFastPath:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        repeated = repeated_header(scope["headers"])
+        if repeated is not None:  # every path reads each header once, and the same way
+            answer = error_answer(400, f"the request repeats the {repeated} header")
+            await send_json(send, answer.status, answer.body, [(b"connection", b"close")])
             return
         started = False
 

@@ -43,6 +43,32 @@ from .schemas import (
 from .submission import prefer_wait, submit_workload, valid_api, valid_id
 
 
+class _DocsAssets:
+    """The Swagger UI files of the docs page, from the swagger-ui-bundle package, read once."""
+
+    MEDIA = {
+        "swagger-ui-bundle.js": "text/javascript",
+        "swagger-ui.css": "text/css",
+        "favicon-32x32.png": "image/png",
+    }
+
+    def __init__(self) -> None:
+        self._read: dict[str, bytes] = {}
+
+    def get(self, name: str) -> tuple[str, bytes] | None:
+        media = self.MEDIA.get(name)
+        if media is None:
+            return None
+        if name not in self._read:
+            from swagger_ui_bundle import swagger_ui_path
+
+            self._read[name] = (swagger_ui_path / name).read_bytes()
+        return media, self._read[name]
+
+
+docs_assets = _DocsAssets()
+
+
 class DeployRequest(BaseModel):
     predictor: str = Field(description="base64 of cloudpickle.dumps(PredictorClass)")
     config: dict[str, Any] | None = None
@@ -84,7 +110,10 @@ def _require_user_or_query_token(request: Request) -> None:
 
 
 def _base_url(request: Request) -> str:
-    return (_settings(request).public_url or str(request.base_url)).rstrip("/")
+    """Where clients reach the gateway: `--public-url`, else the address it serves on. Never
+    the request's `Host`, which any client may set."""
+    configured = _settings(request).public_url or getattr(request.app.state, "base_url", None)
+    return (configured or str(request.base_url)).rstrip("/")
 
 
 def _workload_response(workload: WorkloadState, code: int) -> JSONResponse:
@@ -106,7 +135,23 @@ def add_admin_routes(app: FastAPI) -> None:
         _require_user_or_query_token(request)
         token = request.query_params.get("token")
         url = "/openapi.json" + (f"?token={quote(token)}" if token else "")
-        return get_swagger_ui_html(openapi_url=url, title="asyncnb gateway")
+        return get_swagger_ui_html(
+            openapi_url=url,
+            title="asyncnb gateway",
+            # served by the gateway itself: the machines may have no internet, and a CDN's
+            # script would run with the page's access to the token
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        found = docs_assets.get(name)
+        if found is None:
+            raise NotFound(f"no docs asset {name[:80]!r}")
+        media, data = found
+        return Response(data, media_type=media, headers={"Cache-Control": "max-age=86400"})
 
     @app.get(
         "/metrics",

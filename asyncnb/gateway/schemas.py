@@ -118,12 +118,14 @@ class WebhookState(_Record):
     url: str
     status: str = Field(description="pending, delivered or failed")
     attempts: int = 0
-    last_status_code: int | None = None
-    last_error: str | None = None
+    last_status_class: str | None = Field(None, description="2xx, 3xx, 4xx or 5xx")
+    last_error: str | None = Field(
+        None, description="a short reason: timed out, connection failed, HTTP 5xx, a refusal"
+    )
 
 
 class WorkloadRecord(_Record):
-    """A workload's status record (`Workload.public()`)."""
+    """A workload's status record (`WorkloadState.public()`)."""
 
     id: str = Field(description="32 hex digits")
     api: str

@@ -20,7 +20,8 @@ from .uploads import Body, check_payload, read_body
 
 MAX_PRIORITY = 1_000_000
 MAX_WAIT_S = 60.0
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
+_INTEGER = re.compile(r"-?[0-9]{1,10}")
 
 
 def valid_api(name: str, *, deploying: bool = False) -> str:
@@ -39,18 +40,31 @@ def valid_id(workload_id: str) -> str:
 
 
 def prefer_wait(headers: Mapping[str, str]) -> float:
-    match = _PREFER_WAIT.search(headers.get("prefer", ""))
-    return min(float(match.group(1)), MAX_WAIT_S) if match else 0.0
+    """The `wait=N` preference (RFC 7240), capped at MAX_WAIT_S; 0 without one.
+
+    Other preferences are ignored; a `wait` that is not a plain number of seconds is a bad
+    request (`wait=1e9` would otherwise be read as something it does not say)."""
+    for preference in headers.get("prefer", "").split(","):
+        name, _, value = preference.split(";", 1)[0].partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        if not _SECONDS.fullmatch(value):
+            raise HTTPError(
+                400, f"Prefer: wait must be a number of seconds (wait=10), got {value[:40]!r}"
+            )
+        return min(float(value), MAX_WAIT_S)
+    return 0.0
 
 
 def int_header(headers: Mapping[str, str], name: str, low: int, high: int) -> int:
     raw = headers.get(name)
     if raw is None:
         return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPError(422, f"{name} must be an integer, got {raw[:40]!r}") from None
+    # strictly digits: int() alone would take '+5', '1_000' and surrounding spaces
+    if not _INTEGER.fullmatch(raw):
+        raise HTTPError(422, f"{name} must be an integer, got {raw[:40]!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise HTTPError(422, f"{name} must lie within [{low}, {high}], got {value}")
     return value

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..contract.settings import GatewaySettings
+from ..contract.settings import GatewaySettings, is_loopback_host
 from ..contract.webhook_policy import WebhookPolicy
 from ..engine import Engine, EngineSettings
 from ..engine.backends.dask import DaskBackend
@@ -25,10 +25,14 @@ logger = logging.getLogger(__name__)
 
 
 def engine_settings(settings: GatewaySettings, cluster: Any | None) -> EngineSettings:
+    policy = WebhookPolicy(
+        allow=settings.webhook_allow,
+        deny=settings.webhook_deny,
+        # A gateway others can reach must not let them aim webhooks at its own network.
+        allow_internal=is_loopback_host(settings.host),
+    )
     return EngineSettings.from_gateway(
-        settings,
-        webhook_policy=WebhookPolicy(allow=settings.webhook_allow, deny=settings.webhook_deny),
-        **worker_bounds(settings, cluster),
+        settings, webhook_policy=policy, **worker_bounds(settings, cluster)
     )
 
 

@@ -30,7 +30,7 @@ from ..engine import Engine
 from ..errors import GatewayStartFailed
 from ..gateway import create_asgi_app
 from ..storage import Storage
-from .http_protocol import CoalescingHttpToolsProtocol
+from .connection_guard import ConnectionLimits, GuardedHttpToolsProtocol
 from .lifespan import gateway_engine
 from .local import RuntimeRecord, remove_runtime_file, shape_of, write_runtime_file
 
@@ -100,6 +100,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _public_base(url: str, host: str) -> str:
+    """What endpoints show without `--public-url`: the address served on, and for every
+    interface this machine's name (never a client's `Host` header)."""
+    if host not in ("0.0.0.0", "", "::"):
+        return url
+    port = url.rsplit(":", 1)[1]
+    return f"http://{socket.getfqdn()}:{port}"
+
+
 def bound_url(server: uvicorn.Server, host: str) -> str:
     port = server.servers[0].sockets[0].getsockname()[1]
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -141,6 +150,7 @@ class Gateway:
                 raise GatewayStartFailed("the gateway stopped while starting")
             await asyncio.sleep(0.02)
         self.url = bound_url(server, settings.host)
+        app.state.base_url = settings.public_url or _public_base(self.url, settings.host)
         published = self._publish(engine.storage)
         watch = None
         if settings.idle_timeout_s:
@@ -192,7 +202,7 @@ class Gateway:
 
 
 def _config(app: Any, settings: GatewaySettings) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -200,11 +210,19 @@ def _config(app: Any, settings: GatewaySettings) -> uvicorn.Config:
         lifespan="off",  # the engine is started before uvicorn serves (see the module)
         timeout_keep_alive=30,
         limit_concurrency=4096,
-        http=CoalescingHttpToolsProtocol,
+        http=GuardedHttpToolsProtocol,
         access_log=False,
         backlog=2048,
         timeout_graceful_shutdown=10,  # a stop ends even with a client that will not leave
     )
+    config.connection_limits = ConnectionLimits(  # type: ignore[attr-defined]
+        first_byte_timeout_s=settings.first_byte_timeout_s,
+        head_timeout_s=settings.head_timeout_s,
+        max_head_bytes=settings.max_head_bytes,
+        max_headers=settings.max_headers,
+        max_connections_per_client=settings.max_connections_per_client,
+    )
+    return config
 
 
 async def serve(

@@ -21,7 +21,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from asyncnb.contract.names import API_NAME_PATTERN, WORKLOAD_ID_PATTERN
+from asyncnb.contract.names import ROUTABLE_API_NAME_PATTERN, WORKLOAD_ID_PATTERN
 
 from .page import render_page
 from .upstream import Upstream
@@ -29,8 +29,10 @@ from .upstream import Upstream
 AUTH_RESOURCE = "asyncnb"
 SETTINGS_KEY = "asyncnb_upstream"
 
-# The gateway's rules: an API name is a DNS label, a workload id 32 hex digits.
-API = rf"(?P<api>{API_NAME_PATTERN})"
+# The gateway's rules: an API name is a DNS label, and never a reserved name (so `/apis/...`,
+# `/metrics`, `/docs` never reach the gateway with this server's admin token); a workload id
+# is 32 hex digits.
+API = rf"(?P<api>{ROUTABLE_API_NAME_PATTERN})"
 WORKLOAD = rf"(?P<workload_id>{WORKLOAD_ID_PATTERN})"
 
 FORWARDED_REQUEST_HEADERS = (

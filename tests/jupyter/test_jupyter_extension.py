@@ -306,6 +306,23 @@ def test_gateway_errors_pass_through_unchanged(fetch: Fetch) -> None:
     assert not_a_route.code == 404 and "no asyncnb route" in _json(not_a_route)["detail"]
 
 
+def test_reserved_names_never_reach_the_gateway(fetch: Fetch, upstream_gateway: Gateway) -> None:
+    """`/asyncnb/apis/<id>` would be the gateway's undeploy route, sent with this server's
+    admin token; `/asyncnb/metrics` and the others its admin-only or internal routes."""
+    with Client(upstream_gateway.url, TOKEN) as admin:
+        admin.deploy(Echo, HEX)  # an API named like a workload id
+        upstream_gateway.wait_ready(HEX, TOKEN)
+        for method in ("DELETE", "GET"):
+            refused = fetch("apis", HEX, method=method)
+            assert refused.code == 404 and "no asyncnb route" in _json(refused)["detail"]
+        assert HEX in [api["name"] for api in admin.apis()]  # still deployed
+        for reserved in ("metrics", "docs", "healthz", "redoc", "openapi.json"):
+            response = fetch(reserved)
+            assert response.code == 404 and "no asyncnb route" in _json(response)["detail"]
+        assert fetch(HEX).code == 200  # the API itself is served, under its own name
+        admin.undeploy(HEX)
+
+
 def test_cancel_through_jupyter(fetch: Fetch) -> None:
     blocker = fetch("sleeper", method="POST", body=json.dumps({"sleep": 3}))
     queued = fetch("sleeper", method="POST", body=json.dumps({"sleep": 0}))

@@ -63,6 +63,9 @@ def gw(storage: Path) -> Iterator[Gateway]:
         ADMIN,
         "--body-timeout",
         "1",
+        # a thousand clients from one address, as behind a proxy: no cap per address
+        "--max-connections-per-client",
+        "0",
     ).start()
     try:
         with Client(gateway.url, token=ADMIN) as admin:

@@ -51,6 +51,11 @@ VARIED: dict[str, Any] = {
     "webhook_deny": ("evil.example",),
     "body_timeout_s": 30.0,
     "storage_timeout_s": 0.5,
+    "head_timeout_s": 7.5,
+    "first_byte_timeout_s": 3.0,
+    "max_head_bytes": 32768,
+    "max_headers": 50,
+    "max_connections_per_client": 0,
     "idle_timeout_s": 90.5,
     "log_level": "info",
 }
