@@ -123,6 +123,12 @@ class Storage:
     def journal_dir(self) -> str:
         return self.path("journal")
 
+    def keys_dir(self) -> str:
+        return self.path("keys")
+
+    def key_path(self, key_id: str) -> str:
+        return self.path("keys", f"{key_id}.json")
+
     # operations ----------------------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write whole or not at all: a crash never leaves a half-written record behind."""

@@ -373,6 +373,81 @@ def section_latency(data: dict[str, Any], drawn: dict[str, Path], page: Path) ->
     ]
 
 
+FAIRNESS_RUNS = (
+    ("fair_flood", "fair, with the flood"),
+    ("fair_alone", "fair, B alone"),
+    ("fifo_flood", "fifo, with the flood"),
+)
+
+
+def _ms(value: Any) -> str:
+    return num(num_or_nan(value) * 1000)
+
+
+def section_fairness(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> list[str]:
+    heading = "## Fair queuing across callers: one key's flood against another's trickle"
+    if "error" in data:
+        return [heading, "", f"Failed: {_one_line(data['error'])}"]
+    res = data["results"]
+    runs = res["runs"]
+    rows = []
+    for key, label in FAIRNESS_RUNS:
+        run = runs.get(key)
+        if run is None:
+            continue
+        flooded = bool(run.get("flood"))
+        rows.append(
+            [
+                label,
+                run["b_workloads"],
+                _ms(run["b_wait_p50_s"]),
+                _ms(run["b_wait_p95_s"]),
+                _ms(run["b_e2e_p50_s"]),
+                _ms(run["b_e2e_p95_s"]),
+                num(run.get("a_during_b_p50")) if flooded else "",
+                num(run.get("flood_per_s"), 1) if flooded else "",
+                num(run.get("all_per_s"), 1) if flooded else "",
+            ]
+        )
+    chunk_ms = res["max_chunk"] * res["item_ms"]
+    return [
+        heading,
+        "",
+        f"`bench.fairness`: an engine in this process, built as `asyncnb serve` builds it, on a "
+        "`LocalCluster` of one worker process with one thread; the predictor sleeps "
+        f"{res['item_ms']:g} ms per workload. Key A submits {res['flood']:,} workloads at once "
+        f"while key B submits one every {res['trickle_every_ms']:g} ms until A's last one "
+        f"finished (for {res['alone_s']:g} s when B is alone); each run on a new cluster. "
+        "Queue wait is what the engine's metric measures: accepted → its chunk started on "
+        f"the worker. One chunk of A is {res['max_chunk']} workloads ({chunk_ms:g} ms of "
+        f"work), and under a backlog {res['prefetch']} more waits on the worker behind the "
+        "running one. *A's run while B's waited* counts A's workloads that finished between "
+        "the accept of one of B's and its finish: under fair, the rest of the chunk running "
+        "when it came, the chunk prefetched behind that one, and A's turn in its own chunk.",
+        "",
+        table(
+            [
+                "queue policy",
+                "B's workloads",
+                "B queue wait p50 ms",
+                "B queue wait p95 ms",
+                "B end to end p50 ms",
+                "B end to end p95 ms",
+                "A's run while B's waited (median)",
+                "A's workloads/s",
+                "all workloads/s",
+            ],
+            rows,
+        ),
+        "",
+        f"Throughput of the flood, fair / fifo: A's workloads {res['flood_ratio']:.0%}, every "
+        f"workload {res['all_ratio']:.0%}. Under fair, B's workloads run inside the flood and "
+        "take their share of the worker; under fifo they wait until its end, so A's own rate "
+        "is lower under fair by about B's share, while the rate of every workload shows that "
+        "chunking still packs the backlog.",
+    ]
+
+
 Section = Callable[[dict[str, Any], dict[str, Path], Path], list[str]]
 # One section per part, in the page's order (that of bench.report's parts).
 SECTIONS: dict[str, Section] = {
@@ -380,6 +455,7 @@ SECTIONS: dict[str, Section] = {
     "queue": section_queue,
     "payloads": section_payloads,
     "latency": section_latency,
+    "fairness": section_fairness,
 }
 
 

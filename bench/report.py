@@ -1,7 +1,7 @@
 """Run the benchmark suite, keep its JSON, draw the plots and write the results into the docs.
 
-    python -m bench.report                      # everything: about 5 minutes on 2 cores
-    python -m bench.report --quick              # small sizes, ~1 min, into bench/results/quick
+    python -m bench.report                      # everything: about 7 minutes on 2 cores
+    python -m bench.report --quick              # small sizes, ~2 min, into bench/results/quick
     python -m bench.report --parts queue,latency
     python -m bench.report --report-only        # redraw from the JSON already in bench/results
 
@@ -11,7 +11,9 @@ Parts, each a subprocess writing `<results-dir>/<part>.json`:
   saturated, then paced at a sustainable rate, then a load curve of offered rates);
 - `queue`: `python -m bench.queue_cost` (1k/10k/100k queued, five fills, restart recovery);
 - `payloads`: `python -m bench.payloads` (1 KB/1 MB/100 MB, 1 GB upload, 100 MB result);
-- `latency`: `python -m bench.latency` (one at a time, against raw Dask).
+- `latency`: `python -m bench.latency` (one at a time, against raw Dask);
+- `fairness`: `python -m bench.fairness` (key A floods 5,000 workloads of 10 ms on one worker
+  while key B submits one every 100 ms: fair vs fifo queuing, and B alone).
 
 The results go into `docs/benchmarks.md`, between its two marker lines
 `<!-- bench.report: results start ... -->` and `<!-- bench.report: results end -->`: only what
@@ -40,14 +42,15 @@ from bench.page import MarkerError, results_block, shown, splice, standalone
 from bench.plots import draw
 from bench.targets import all_targets
 
-PARTS = ("run", "queue", "payloads", "latency")
+PARTS = ("run", "queue", "payloads", "latency", "fairness")
 MODULES = {
     "run": "bench.run",
     "queue": "bench.queue_cost",
     "payloads": "bench.payloads",
     "latency": "bench.latency",
+    "fairness": "bench.fairness",
 }
-TIMEOUTS_S = {"run": 1500, "queue": 1800, "payloads": 1800, "latency": 900}
+TIMEOUTS_S = {"run": 1500, "queue": 1800, "payloads": 1800, "latency": 900, "fairness": 900}
 RUN_N, RUN_N_QUICK = 5000, 500
 RUN_PACED_N_QUICK = 500  # 2 s per system at bench.run's default 250/s; the full run keeps 2500
 QUICK_DIR = REPO_ROOT / "bench" / "results" / "quick"  # git-ignored, like all of bench/results

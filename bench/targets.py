@@ -112,7 +112,7 @@ def all_targets(data: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, An
     found: list[tuple[str, dict[str, Any]]] = []
     if "run" in data:
         found += [("run", t) for t in run_targets(data["run"])]
-    for part in ("queue", "payloads", "latency"):
+    for part in ("queue", "payloads", "latency", "fairness"):
         if part in data:
             found += [(part, t) for t in data[part].get("targets", [])]
     return found

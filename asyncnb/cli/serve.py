@@ -23,6 +23,8 @@ def _option(spec: ServeFlag) -> Callable[[Callable[..., Any]], Callable[..., Any
     kind: Any = _CLICK_TYPES.get(spec.kind)
     if spec.minimum is not None:
         kind = click.FloatRange(min=spec.minimum)
+    if spec.choices is not None:
+        kind = click.Choice(spec.choices)
     return click.option(
         spec.flag,
         spec.setting,

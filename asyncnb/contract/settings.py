@@ -18,6 +18,10 @@ from typing import Any, Literal
 DEFAULT_STORAGE = "~/.asyncnb/storage"
 
 FlagKind = Literal["text", "int", "float", "switch", "json", "resources", "list"]
+# How an API's queue is shared among callers, within a priority (engine/queue.py): "fair" takes
+# their workloads round-robin by `submitted_by`, "fifo" first come first served over everyone.
+QueuePolicy = Literal["fair", "fifo"]
+QUEUE_POLICIES: tuple[QueuePolicy, ...] = ("fair", "fifo")
 
 
 def default_storage_url() -> str:
@@ -36,6 +40,7 @@ def _flag(
     env: str | None = None,
     show_default: bool = False,
     minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """The metadata of a settings field that `asyncnb serve` exposes as a flag."""
     return {
@@ -45,6 +50,7 @@ def _flag(
         "env": env,
         "show_default": show_default,
         "minimum": minimum,
+        "choices": choices,
     }
 
 
@@ -114,6 +120,15 @@ class GatewaySettings:
             kind="int",
             show_default=True,
             help="chunks waiting on each worker slot beyond the running one, under a backlog",
+        ),
+    )
+    queue_policy: QueuePolicy = field(
+        default="fair",
+        metadata=_flag(
+            show_default=True,
+            choices=QUEUE_POLICIES,
+            help="how an API's queue is shared among callers within a priority: fair "
+            "(submitters take turns, by submitted_by) or fifo (first come first served)",
         ),
     )
     max_deploy_bytes: int = field(
@@ -254,6 +269,8 @@ class GatewaySettings:
             return "--max-head-bytes must be at least 1024 and --max-headers at least 10"
         if self.max_connections_per_client < 0:
             return "--max-connections-per-client must be 0 (no cap) or more"
+        if self.queue_policy not in QUEUE_POLICIES:
+            return f"--queue-policy must be one of {', '.join(QUEUE_POLICIES)}"
         if not is_loopback_host(self.host) and not self.token and not self.insecure:
             return f"refusing to listen on {self.host} without --token; pass --insecure to insist"
         return None
@@ -271,6 +288,7 @@ class ServeFlag:
     show_default: bool
     minimum: float | None
     default: Any  # on the command line: None where the setting's default is computed
+    choices: tuple[str, ...] | None = None  # the only values a text flag takes
 
 
 def serve_flags() -> list[ServeFlag]:
@@ -293,6 +311,7 @@ def serve_flags() -> list[ServeFlag]:
                 show_default=meta["show_default"],
                 minimum=meta["minimum"],
                 default=default,
+                choices=meta["choices"],
             )
         )
     return flags

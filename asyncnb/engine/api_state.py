@@ -8,11 +8,13 @@ from collections import deque
 from typing import Any
 
 from ..contract.options import APIOptions
+from ..contract.settings import QueuePolicy
 from ..contract.status import APIPhase
 from ..contract.tasks import ErrorRecord
 from ..contract.timestamps import isoformat
+from .attribution import SubmitterCounts
 from .autoscaler import Autoscaler
-from .queue import WorkloadQueue
+from .queue import WorkloadQueue, make_queue
 from .stats import RecentFinishes
 from .workload import WorkloadState
 
@@ -26,6 +28,7 @@ class APIState:
         config: dict[str, Any] | None,
         webhook_secret: str,
         created_at: float | None = None,
+        queue_policy: QueuePolicy = "fair",
     ) -> None:
         self.name = name
         self.version = version
@@ -36,11 +39,12 @@ class APIState:
         self.updated_at = time.time()
         self.state = APIPhase.DEPLOYING
         self.error: ErrorRecord | None = None
-        self.queue = WorkloadQueue()
+        self.queue: WorkloadQueue = make_queue(queue_policy)
         self.running: dict[str, WorkloadState] = {}
         self.chunks_in_flight = 0
         self.workers = 0
         self.counts = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0}
+        self.submitters = SubmitterCounts()
         self.blocked: str | None = None  # why no worker can run it, when none can
         self.scaling_events: deque[dict[str, Any]] = deque(maxlen=20)
         self.scaling_event_count = 0
@@ -90,6 +94,7 @@ class APIState:
             "workers": self.workers,
             "desired_workers": self.desired_workers,
             "scaling_events": self.scaling_event_count,
+            "submitters": self.submitters.rows(),
             **self.counts,
         }
 
@@ -112,6 +117,7 @@ class APIState:
             "scaling_events": list(self.scaling_events)[-10:],
             "options": {**self.options.public(), "webhook_secret": "***"},
             "stats": self.finishes.summary(time.time()),
+            "submitters": self.submitters.public(),
         }
         if self.error is not None:
             view["error"] = self.error

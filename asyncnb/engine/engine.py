@@ -11,9 +11,11 @@ import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from ..contract.keys import Scope
 from ..contract.names import idempotent_workload_id, new_workload_id
 from ..contract.options import APIOptions
 from ..contract.status import APIPhase, Status
@@ -27,6 +29,7 @@ from .delivery import WebhookSender
 from .dispatch import Dispatcher
 from .errors import Conflict, NotFound, StorageTimeout, Unavailable, storage_unavailable
 from .finished_cache import FinishedCache
+from .keys import APIKey, KeyRing
 from .metrics import GatewayMetrics
 from .settings import EngineSettings
 from .store import WorkloadStore, open_store, sweep_workload_folders
@@ -80,13 +83,20 @@ class Engine:
         )
         self._accepting: dict[str, asyncio.Future[WorkloadState]] = {}
         self._specs = asyncio.Lock()  # one spec.json write at a time: deploy, reconfigure
+        self.keys = KeyRing(storage)
+        # one key record write at a time, so a usage flush never overwrites a revocation
+        self._key_writes = asyncio.Lock()
+        self._unfinished_by_key: Counter[str] = Counter()
+        self._admitting_by_key: Counter[str] = Counter()  # submits reading their bodies
         self._closed = False
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        await self.io_unbounded(self.keys.load)
         await self._recover()
         await self.dispatcher.start()
         self.tasks.spawn(self._sweep_forever())
+        self.tasks.spawn(self._flush_key_usage_forever())
         self.tasks.spawn(self.scaler.run())
 
     async def close(self) -> None:
@@ -94,6 +104,10 @@ class Engine:
         await self.dispatcher.close()
         await self.tasks.close()
         await self.webhooks.close()
+        try:
+            await self.flush_key_usage()
+        except Exception:
+            logger.warning("could not store the keys' last use on close", exc_info=True)
         self.store.close()
 
     @property
@@ -165,7 +179,9 @@ class Engine:
         )
         await self._stored(self.storage.write_json, self.storage.spec_path(name), spec)
         if existing is None:
-            state = APIState(name, version, options, config, secret)
+            state = APIState(
+                name, version, options, config, secret, queue_policy=self.settings.queue_policy
+            )
             self.apis[name] = state
         else:
             state = existing
@@ -221,9 +237,12 @@ class Engine:
             return state
 
     # submit ------------------------------------------------------------------------------
-    def new_id(self, api: str, idempotency_key: str | None) -> str:
+    def new_id(self, api: str, idempotency_key: str | None, key_id: str | None = None) -> str:
+        """A key's idempotency keys live in a namespace of their own: a caller who guesses
+        another's Idempotency-Key must not be handed that caller's workload."""
         if idempotency_key:
-            return idempotent_workload_id(api, idempotency_key)
+            scoped = idempotency_key if key_id is None else f"key:{key_id}\x00{idempotency_key}"
+            return idempotent_workload_id(api, scoped)
         return new_workload_id()
 
     async def replay(self, api: str, workload_id: str) -> WorkloadState | None:
@@ -259,10 +278,77 @@ class Engine:
         self._live[workload.id] = workload
         state.queue.push(workload)
         state.counts["submitted"] += 1
+        self._count_submitted(state, [workload])
         claim = self._accepting.pop(workload.id)
         claim.set_result(workload)
         self.dispatcher.wake()
         return workload
+
+    def _count_submitted(self, state: APIState, workloads: Iterable[WorkloadState]) -> None:
+        for workload in workloads:
+            state.submitters.submitted(workload.submitted_by)
+            if workload.key_id is not None:
+                self._unfinished_by_key[workload.key_id] += 1
+
+    # keys --------------------------------------------------------------------------------
+    def unfinished_of_key(self, key_id: str) -> int:
+        """Accepted workloads of the key that have not finished (its `max_queued` bound)."""
+        return self._unfinished_by_key.get(key_id, 0)
+
+    def admit(self, key_id: str, max_queued: int | None) -> bool:
+        """Hold a place for a submit of the key while its body is read; False when its
+        unfinished workloads (and submits in flight) reach `max_queued`. `admitted` ends it."""
+        held = self._unfinished_by_key.get(key_id, 0) + self._admitting_by_key[key_id]
+        if max_queued is not None and held >= max_queued:
+            if not self._admitting_by_key[key_id]:
+                del self._admitting_by_key[key_id]
+            return False
+        self._admitting_by_key[key_id] += 1
+        return True
+
+    def admitted(self, key_id: str | None) -> None:
+        if key_id is None or key_id not in self._admitting_by_key:
+            return
+        self._admitting_by_key[key_id] -= 1
+        if self._admitting_by_key[key_id] <= 0:
+            del self._admitting_by_key[key_id]
+
+    async def create_key(
+        self,
+        name: str,
+        apis: Iterable[str],
+        scopes: Iterable[Scope],
+        *,
+        expires_in_s: float | None = None,
+        rate_limit: float | None = None,
+        burst: int | None = None,
+        max_queued: int | None = None,
+    ) -> tuple[APIKey, str]:
+        """A new key, stored (as a hash) before it is returned, with its text shown once."""
+        key, text = self.keys.new(
+            name,
+            apis,
+            scopes,
+            expires_in_s=expires_in_s,
+            rate_limit=rate_limit,
+            burst=burst,
+            max_queued=max_queued,
+        )
+        async with self._key_writes:
+            await self._stored(self.keys.save, key)
+        return key, text
+
+    async def revoke_key(self, key_id: str) -> APIKey:
+        async with self._key_writes:
+            key = self.keys.revoked(key_id)
+            if key is None:
+                raise NotFound(f"no API key {key_id[:40]!r}")
+            await self._stored(self.keys.save, key)
+        return key
+
+    async def flush_key_usage(self) -> int:
+        async with self._key_writes:
+            return await self.io_unbounded(self.keys.flush_usage)
 
     # lookup ------------------------------------------------------------------------------
     async def get(self, api: str, workload_id: str) -> WorkloadState | None:
@@ -302,7 +388,13 @@ class Engine:
         except asyncio.TimeoutError:
             pass
 
-    def recent(self, api: str, status: Status | None, limit: int) -> list[WorkloadState]:
+    def recent(
+        self,
+        api: str,
+        status: Status | None,
+        limit: int,
+        submitted_by: str | None = None,
+    ) -> list[WorkloadState]:
         """Newest first, from memory: live workloads, then finished ones still cached.
 
         Both dicts keep arrival order (finish order for the cache), so walking each from its
@@ -313,7 +405,11 @@ class Engine:
             taken = 0
             for workload_id in reversed(source):
                 workload = source[workload_id]
-                if workload.api == api and (status is None or workload.status is status):
+                if (
+                    workload.api == api
+                    and (status is None or workload.status is status)
+                    and (submitted_by is None or workload.submitted_by == submitted_by)
+                ):
                     found.append(workload)
                     taken += 1
                     if taken == limit:
@@ -382,6 +478,11 @@ class Engine:
             workload.body = None
             workload.retry_at = None
             state.counts[status.value] += 1
+            state.submitters.finished(workload.submitted_by, status)
+            if workload.key_id is not None:
+                self._unfinished_by_key[workload.key_id] -= 1
+                if self._unfinished_by_key[workload.key_id] <= 0:
+                    del self._unfinished_by_key[workload.key_id]
             state.running.pop(workload.id, None)
             self._live.pop(workload.id, None)
             self._finished.remember(workload)
@@ -425,6 +526,7 @@ class Engine:
                 spec.get("config"),
                 spec["webhook_secret"],
                 spec.get("created_at"),
+                queue_policy=self.settings.queue_policy,
             )
             self.apis[name] = state
             recovered = await self.io_unbounded(self.store.pending, name)
@@ -432,6 +534,7 @@ class Engine:
                 self._live[workload.id] = workload
                 state.queue.push(workload)
             state.counts["submitted"] += len(recovered)
+            self._count_submitted(state, recovered)
             if recovered:
                 logger.info("recovered %d queued workloads of %s", len(recovered), name)
             await self._recover_outbox(state)
@@ -452,6 +555,16 @@ class Engine:
                 await self.sweep_expired()
             except Exception:
                 logger.exception("expiry sweep failed")
+
+    async def _flush_key_usage_forever(self, interval_s: float = 60.0) -> None:
+        """`GET /keys` shows last use from memory; storage has it within a minute (and on a
+        clean stop), for the next gateway."""
+        while not self._closed:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.flush_key_usage()
+            except Exception:
+                logger.warning("could not store the keys' last use", exc_info=True)
 
     async def sweep_expired(self) -> int:
         """Delete finished workloads past their result_ttl; returns how many records went."""

@@ -51,7 +51,16 @@ class _APICollector(Collector):
             "Workloads accepted (and recovered after a restart)",
             labels=["api"],
         )
+        by_submitter = CounterMetricFamily(
+            "asyncnb_submitter_workloads",
+            "Workloads per submitter (a key's name, or 'owner'), by what became of them; past "
+            "50 submitters of an API, newcomers count as '(others)'",
+            labels=["api", "submitted_by", "outcome"],
+        )
         for row in self._snapshot():
+            for name, counts in row.get("submitters", {}).items():
+                for outcome, value in counts.items():
+                    by_submitter.add_metric([row["name"], name, outcome], value)
             for key, gauge in gauges.items():
                 gauge.add_metric([row["name"]], row[key])
             for status, counter in counters.items():
@@ -62,6 +71,7 @@ class _APICollector(Collector):
         yield from counters.values()
         yield submitted
         yield scaling
+        yield by_submitter
 
 
 class GatewayMetrics:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..contract.settings import GatewaySettings
+from ..contract.settings import GatewaySettings, QueuePolicy
 from ..contract.webhook_policy import WebhookPolicy
 
 
@@ -20,6 +20,7 @@ class EngineSettings:
     inline_result_bytes: int = _gateway_default("inline_result_bytes")
     max_chunk: int = _gateway_default("max_chunk")
     prefetch: int = _gateway_default("prefetch")
+    queue_policy: QueuePolicy = _gateway_default("queue_policy")  # noqa: RUF009 (a str)
     webhook_attempts: int = _gateway_default("webhook_attempts")
     webhook_backoff_s: float = _gateway_default("webhook_backoff_s")
     sweep_interval_s: float = _gateway_default("sweep_interval_s")

@@ -11,6 +11,7 @@ import base64
 import json
 from typing import Any
 
+from ..contract.keys import OWNER
 from ..contract.predictor import JSON_TYPE
 from ..contract.status import Status
 from ..contract.tasks import ErrorRecord
@@ -39,6 +40,7 @@ class WorkloadState:
         "finished_at",
         "id",
         "idempotency_key",
+        "key_id",
         "payload_stored",
         "priority",
         "progress",
@@ -50,6 +52,7 @@ class WorkloadState:
         "size",
         "started_at",
         "status",
+        "submitted_by",
         "version",
         "webhook",
         "webhook_url",
@@ -69,6 +72,8 @@ class WorkloadState:
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
         attempts: int = 0,
+        submitted_by: str = OWNER,
+        key_id: str | None = None,
     ) -> None:
         self.id = id
         self.api = api
@@ -82,6 +87,9 @@ class WorkloadState:
         self.webhook_url = webhook_url
         self.idempotency_key = idempotency_key
         self.attempts = attempts
+        # who submitted it: a key's name (and that key's id), or OWNER for the tokens
+        self.submitted_by = submitted_by
+        self.key_id = key_id
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.expires_at: float | None = None
@@ -115,6 +123,8 @@ class WorkloadState:
             "webhook_url": self.webhook_url,
             "idempotency_key": self.idempotency_key,
             "attempts": self.attempts,
+            "submitted_by": self.submitted_by,
+            "key_id": self.key_id,
         }
         return jsoncodec.dumps(header) + b"\n" + (self.body or b"")
 
@@ -134,6 +144,8 @@ class WorkloadState:
             webhook_url=header.get("webhook_url"),
             idempotency_key=header.get("idempotency_key"),
             attempts=header.get("attempts", 0),
+            submitted_by=header.get("submitted_by") or OWNER,
+            key_id=header.get("key_id"),
         )
 
     # the views -----------------------------------------------------------------------------
@@ -145,6 +157,7 @@ class WorkloadState:
             "status": status.value,
             "attempts": self.attempts,
             "priority": self.priority,
+            "submitted_by": self.submitted_by,
             "created_at": isoformat(self.created_at),
             "started_at": isoformat(self.started_at),
             "finished_at": isoformat(self.finished_at),
@@ -180,6 +193,7 @@ class WorkloadState:
         record = self.public(status)
         record["expires_at"] = self.expires_at
         record["content_type"] = self.content_type
+        record["key_id"] = self.key_id
         if self.result_data is not None:
             record["_result_b64"] = base64.b64encode(self.result_data).decode()
         record["_result_stored"] = self.result_stored
@@ -195,6 +209,8 @@ class WorkloadState:
             content_type=record.get("content_type") or "",
             priority=record.get("priority", 0),
             attempts=record.get("attempts", 0),
+            submitted_by=record.get("submitted_by") or OWNER,
+            key_id=record.get("key_id"),
         )
         workload.status = Status(record["status"])
         workload.started_at = parse_iso(record.get("started_at"))
@@ -217,6 +233,7 @@ class WorkloadState:
             "id": self.id,
             "api": self.api,
             "status": self.status.value,
+            "submitted_by": self.submitted_by,
             "created_at": isoformat(self.created_at),
             "finished_at": isoformat(self.finished_at),
         }

@@ -22,6 +22,7 @@ from ..engine.errors import EngineError
 from .asgi import DeployBodyLimit
 from .errors import INTERNAL_ERROR, ErrorAnswer, HTTPError, answer_for, error_answer
 from .fastpath import StatusFastPath
+from .key_routes import add_key_routes
 from .routes import add_admin_routes, add_workload_routes
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: GatewaySettings, lifespan: Lifespan | None = None) -> F
     app.add_middleware(DeployBodyLimit, max_bytes=settings.max_deploy_bytes)
     _install_error_handlers(app)
     add_admin_routes(app)
+    add_key_routes(app)
     add_workload_routes(app)
     return app
 

@@ -5,7 +5,7 @@ response classes costing several times the work itself. This ASGI app wraps the 
 app (outside it, so these requests skip its middleware stack too) and answers the plain
 cases directly: a submit runs the same `submit_workload` as the FastAPI route, a poll reads
 the workload from memory, and both check access and answer errors with the same functions as
-the routes (`auth.access_problem`, `errors.answer_for`). Anything else (an unknown id,
+the routes (`auth.authorize`, `errors.answer_for`). Anything else (an unknown id,
 `Prefer: wait` on a poll) falls through to the FastAPI routes, which stay the reference
 behaviour and the documented API.
 """
@@ -20,7 +20,7 @@ from ..contract.names import api_name_problem, is_workload_id
 from ..engine import jsoncodec
 from ..engine.errors import EngineError
 from .asgi import repeated_header, send_json
-from .auth import Role, access_problem
+from .auth import Access, authorize
 from .errors import INTERNAL_ERROR, HTTPError, answer_for, error_answer
 from .submission import submit_workload
 
@@ -83,13 +83,17 @@ class StatusFastPath:
     async def _submit(self, scope: Scope, receive: Any, send: Any) -> None:
         state: Any = self.app.state
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        problem = access_problem(state.settings, headers.get("authorization", ""), Role.USER)
-        if problem is not None:
-            await self._refuse(send, problem)
-            return
+        api = scope["path"][1:]
         try:
+            caller = authorize(
+                state.settings,
+                state.engine.keys,
+                headers.get("authorization", ""),
+                Access.INVOKE,
+                api,
+            )
             answer = await submit_workload(
-                state.engine, state.settings, scope["path"][1:], headers, _body(receive)
+                state.engine, state.settings, api, headers, _body(receive), caller
             )
         except (EngineError, HTTPError) as exc:
             await self._refuse(send, exc)
@@ -114,15 +118,19 @@ class StatusFastPath:
         headers = dict(scope["headers"])
         if b"prefer" in headers:
             return False
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        problem = access_problem(self.app.state.settings, authorization, Role.USER)
-        if problem is not None:
-            await self._refuse(send, problem)
-            return True
         workload = engine.peek(parts[1], parts[2])
         if workload is None:
-            return False
-        await send_json(send, 200, jsoncodec.dumps(workload.public()))
+            return False  # the route looks in storage (and checks access once, there)
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        try:
+            caller = authorize(
+                self.app.state.settings, engine.keys, authorization, Access.WORKLOAD, parts[1]
+            )
+            caller.may_see(workload)
+        except HTTPError as exc:
+            await self._refuse(send, exc)
+            return True
+        await send_json(send, 200, jsoncodec.dumps(caller.view(workload)))
         return True
 
 

@@ -23,7 +23,7 @@ from ..contract.version import __version__
 from ..engine import Conflict, Engine, NotFound
 from ..engine.workload import WorkloadState
 from ..storage import Storage
-from .auth import Role, access_problem
+from .auth import Access, Caller, authorize
 from .errors import HTTPError
 from .schemas import (
     NOTEBOOK_MEDIA,
@@ -85,28 +85,25 @@ def _settings(request: Request) -> GatewaySettings:
     return settings
 
 
-def _require(request: Request, role: Role, query_token: str | None = None) -> None:
-    problem = access_problem(
+def caller(request: Request, access: Access, api: str | None = None) -> Caller:
+    """Who the request acts for, if it may; raises the 401, 403 or 429 otherwise."""
+    engine = getattr(request.app.state, "engine", None)
+    return authorize(
         _settings(request),
+        engine.keys if engine is not None else None,
         request.headers.get("authorization", ""),
-        role,
-        query_token=query_token,
+        access,
+        api,
+        query_token=request.query_params.get("token") if access is Access.GATEWAY else None,
     )
-    if problem is not None:
-        raise problem
 
 
-async def require_user(request: Request) -> None:
-    _require(request, Role.USER)
+async def require_gateway_read(request: Request) -> None:
+    caller(request, Access.GATEWAY)
 
 
 async def require_admin(request: Request) -> None:
-    _require(request, Role.ADMIN)
-
-
-def _require_user_or_query_token(request: Request) -> None:
-    """The docs page is opened in a browser, which cannot send a bearer header."""
-    _require(request, Role.USER, query_token=request.query_params.get("token"))
+    caller(request, Access.ADMIN)
 
 
 def _base_url(request: Request) -> str:
@@ -127,12 +124,12 @@ def add_admin_routes(app: FastAPI) -> None:
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
-        _require_user_or_query_token(request)
+        caller(request, Access.GATEWAY)
         return JSONResponse(app.openapi())
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
-        _require_user_or_query_token(request)
+        caller(request, Access.GATEWAY)
         token = request.query_params.get("token")
         url = "/openapi.json" + (f"?token={quote(token)}" if token else "")
         return get_swagger_ui_html(
@@ -156,7 +153,7 @@ def add_admin_routes(app: FastAPI) -> None:
     @app.get(
         "/metrics",
         tags=["gateway"],
-        dependencies=[Depends(require_user)],
+        dependencies=[Depends(require_gateway_read)],
         response_class=Response,
         responses={
             **content("Prometheus text format", {"text/plain": {"schema": {"type": "string"}}}),
@@ -169,7 +166,7 @@ def add_admin_routes(app: FastAPI) -> None:
     @app.get(
         "/apis",
         tags=["apis"],
-        dependencies=[Depends(require_user)],
+        dependencies=[Depends(require_gateway_read)],
         response_model=None,
         responses={**ok(APIList, "Every deployed API"), **errors(401, 403)},
     )
@@ -251,83 +248,93 @@ def add_admin_routes(app: FastAPI) -> None:
 
 
 def add_workload_routes(app: FastAPI) -> None:
-    auth = [Depends(require_user)]
+    # Access is checked inside each route, where the API (and then the workload) is known.
 
     @app.post(
         "/{api}",
         tags=["workloads"],
         status_code=202,
-        dependencies=auth,
         responses={
             **ok(Accepted, "Accepted: the queue entry is persisted", 202),
             **ok(WorkloadRecord, "Finished within `Prefer: wait`, or a finished replay"),
-            **errors(400, 401, 403, 404, 408, 413, 422, 503),
+            **errors(400, 401, 403, 404, 408, 413, 422, 429, 503),
         },
     )
     async def submit(api: str, request: Request) -> JSONResponse:
+        who = caller(request, Access.INVOKE, api)
         answer = await submit_workload(
-            _engine(request), _settings(request), api, request.headers, request.stream()
+            _engine(request), _settings(request), api, request.headers, request.stream(), who
         )
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     @app.get(
         "/{api}",
         tags=["apis"],
-        dependencies=auth,
         response_model=None,
-        responses={**ok(APIRecord, "The API's status"), **errors(401, 403, 404, 422)},
+        responses={**ok(APIRecord, "The API's status"), **errors(401, 403, 404, 422, 429)},
     )
     async def api_status(api: str, request: Request) -> dict[str, Any]:
+        caller(request, Access.READ, api)
         return _engine(request).api(valid_api(api)).public(_base_url(request))
 
     @app.get(
         "/{api}/workloads",
         tags=["workloads"],
-        dependencies=auth,
         response_model=None,
-        responses={**ok(WorkloadList, "Recent workloads"), **errors(401, 403, 404, 422)},
+        responses={**ok(WorkloadList, "Recent workloads"), **errors(401, 403, 404, 422, 429)},
     )
     async def list_workloads(
-        api: str, request: Request, status: Status | None = None, limit: int = 100
+        api: str,
+        request: Request,
+        status: Status | None = None,
+        limit: int = 100,
+        submitted_by: str | None = None,
     ) -> dict[str, Any]:
+        """Newest first; `submitted_by` keeps one submitter's (a key's name, or `owner`)."""
+        who = caller(request, Access.READ, api)
         engine = _engine(request)
         engine.api(valid_api(api))
         limit = max(1, min(limit, 1000))
-        return {"workloads": [w.public() for w in engine.recent(api, status, limit)]}
+        found = engine.recent(api, status, limit, submitted_by)
+        return {"workloads": [who.view(w) for w in found]}
 
-    async def _find(request: Request, api: str, workload_id: str) -> WorkloadState:
+    async def _find(request: Request, api: str, workload_id: str) -> tuple[Caller, WorkloadState]:
+        who = caller(request, Access.WORKLOAD, api)
         valid_api(api)
         valid_id(workload_id)
         workload = await _engine(request).get(api, workload_id)
         if workload is None:
             raise NotFound(f"workload {workload_id} of API {api!r} not found")
-        return workload
+        return who, workload
 
     @app.get(
         "/{api}/{workload_id}",
         tags=["workloads"],
-        dependencies=auth,
-        responses={**ok(WorkloadRecord, "The status record"), **errors(400, 401, 403, 404, 422)},
+        responses={
+            **ok(WorkloadRecord, "The status record"),
+            **errors(400, 401, 403, 404, 422, 429),
+        },
     )
     async def workload_status(api: str, workload_id: str, request: Request) -> JSONResponse:
-        workload = await _find(request, api, workload_id)
+        who, workload = await _find(request, api, workload_id)
+        who.may_see(workload)
         wait = prefer_wait(request.headers)
         if wait:
             await _engine(request).wait(workload, wait)
-        return _workload_response(workload, 200)
+        return JSONResponse(who.view(workload))
 
     @app.get(
         "/{api}/{workload_id}/result",
         tags=["workloads"],
-        dependencies=auth,
         response_class=Response,
         responses={
             **content("The result bytes, typed `result_content_type`", RESULT_MEDIA),
-            **errors(400, 401, 403, 404, 409, 422),
+            **errors(400, 401, 403, 404, 409, 422, 429),
         },
     )
     async def workload_result(api: str, workload_id: str, request: Request) -> Response:
-        workload = await _find(request, api, workload_id)
+        who, workload = await _find(request, api, workload_id)
+        who.must_own(workload)
         if workload.status is not Status.COMPLETED:
             raise Conflict(f"workload {workload_id} is {workload.status.value}, not completed")
         media = workload.result_content_type or "application/octet-stream"
@@ -346,18 +353,18 @@ def add_workload_routes(app: FastAPI) -> None:
     @app.get(
         "/{api}/{workload_id}/notebook",
         tags=["workloads"],
-        dependencies=auth,
         response_class=Response,
         responses={
             **content("The executed notebook, or its HTML rendering", NOTEBOOK_MEDIA),
-            **errors(400, 401, 403, 404, 422),
+            **errors(400, 401, 403, 404, 422, 429),
         },
     )
     async def workload_notebook(
         api: str, workload_id: str, request: Request, format: str = "ipynb"
     ) -> Response:
         """The executed notebook of a notebook API's workload (`?format=html` renders it)."""
-        await _find(request, api, workload_id)
+        who, workload = await _find(request, api, workload_id)
+        who.must_own(workload)
         if format not in ("ipynb", "html"):
             raise HTTPError(422, "format must be 'ipynb' or 'html'")
         engine = _engine(request)
@@ -372,15 +379,14 @@ def add_workload_routes(app: FastAPI) -> None:
     @app.delete(
         "/{api}/{workload_id}",
         tags=["workloads"],
-        dependencies=auth,
         responses={
             **ok(WorkloadRecord, "Cancelled: the status record"),
-            **errors(400, 401, 403, 404, 409, 422, 503),
+            **errors(400, 401, 403, 404, 409, 422, 429, 503),
         },
     )
     async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
-        valid_api(api)
-        valid_id(workload_id)
+        who, workload = await _find(request, api, workload_id)
+        who.must_own(workload)
         workload = await _engine(request).cancel(api, workload_id)
         return _workload_response(workload, 200)
 

@@ -44,13 +44,16 @@ class ValidationFailed(BaseModel):
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait: 5", "schema": {"type": "string"}}}
+_KEY_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 _WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
 
 _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     400: ("Bad request: invalid workload id, invalid or reserved API name on deploy, or a "
           "body that is not valid JSON or text in its charset", {}),
-    401: ("Missing or malformed `Authorization: Bearer <token>` header", _WWW_AUTHENTICATE),
-    403: ("Invalid token, or a user token on an admin route", {}),
+    401: ("Missing or malformed `Authorization: Bearer <token>` header, or an API key that "
+          "is unknown, revoked or expired", _WWW_AUTHENTICATE),
+    403: ("Invalid token, a user token on an admin route, or an API key asking for more than "
+          "it grants (another API, a scope it lacks, another caller's workload)", {}),
     404: ("API not deployed (or an invalid or reserved name), workload unknown or expired, "
           "or its result or notebook not there", {}),
     408: ("The client paused longer than the body timeout while sending the body; nothing "
@@ -61,6 +64,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
           "`max_deploy_bytes`", {}),
     422: ("Validation failed: `detail` is a list of issues, or a string for the gateway's "
           "own checks", {}),
+    429: ("An API key past its `rate_limit` (`Retry-After` says when to retry) or its "
+          "`max_queued` unfinished workloads (`detail` names the limit)", _KEY_RETRY_AFTER),
     503: ("Storage unavailable, or the API is in state `error`; retry later", _RETRY_AFTER),
 }  # fmt: skip
 
@@ -110,7 +115,7 @@ class RemoteError(_Record):
     """Why a workload failed, or why an API could not start."""
 
     type: str = Field(description="exception class, Timeout, PredictorInitError, WorkerLost...")
-    message: str
+    message: str | None = Field(None, description="absent from another caller's workload")
     traceback: str | None = None
 
 
@@ -132,6 +137,7 @@ class WorkloadRecord(_Record):
     status: Status
     attempts: int
     priority: int
+    submitted_by: str = Field(description="the name of the API key it came with, or 'owner'")
     created_at: str | None = Field(description="ISO 8601, UTC")
     started_at: str | None
     finished_at: str | None
@@ -182,6 +188,15 @@ class FinishStats(_Record):
     latency_p95_s: float | None = Field(description="95th percentile of the same")
 
 
+class SubmitterRecord(_Record):
+    submitted_by: str = Field(description="a key's name, 'owner', or '(others)' past 50")
+    submitted: int
+    completed: int
+    failed: int
+    cancelled: int
+    unfinished: int
+
+
 class APIRecord(_Record):
     """An API's status record (`APIState.public()`)."""
 
@@ -204,6 +219,9 @@ class APIRecord(_Record):
     stats: FinishStats = Field(description="throughput and latency over the last minute")
     error: RemoteError | None = Field(None, description="when state is error")
     waiting_for: str | None = Field(None, description="when state is waiting_for_resources")
+    submitters: list[SubmitterRecord] = Field(
+        default_factory=list, description="who submitted to it, busiest first (50 at most)"
+    )
 
 
 class DeployedAPI(APIRecord):
@@ -224,3 +242,32 @@ class Undeployed(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+
+
+# keys -----------------------------------------------------------------------------------
+class KeyRecord(_Record):
+    """An API key as `GET /keys` lists it: never its secret."""
+
+    id: str = Field(description="16 hex digits; `DELETE /keys/{id}` revokes it")
+    name: str = Field(description="who it is for; what its workloads show as `submitted_by`")
+    prefix: str = Field(description="the start of the key, `ank_<id>_`, to recognise it")
+    apis: list[str] = Field(description="the APIs it may call; ['*'] for all")
+    scopes: list[Literal["invoke", "read"]]
+    state: Literal["active", "expired", "revoked"]
+    created_at: str | None
+    expires_at: str | None
+    last_used_at: str | None
+    revoked_at: str | None
+    rate_limit: float | None = Field(description="requests/s, or null for no limit")
+    burst: int | None
+    max_queued: int | None = Field(description="its unfinished workloads, at most")
+
+
+class CreatedKey(KeyRecord):
+    """The new key, with its full text: shown here once, and never again."""
+
+    key: str = Field(description="`ank_<id>_<secret>`; send as `Authorization: Bearer <key>`")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyRecord] = Field(description="oldest first, revoked and expired included")

@@ -15,6 +15,7 @@ from ..contract.settings import GatewaySettings
 from ..contract.status import APIPhase
 from ..engine import Engine, Unavailable
 from ..engine.workload import WorkloadState
+from .auth import OWNER_CALLER, Caller
 from .errors import HTTPError
 from .uploads import Body, check_payload, read_body
 
@@ -81,15 +82,30 @@ def _view(workload: WorkloadState, status: int, **headers: str) -> Answer:
     return Answer(status, workload.public(), headers)
 
 
+def _admit(engine: Engine, caller: Caller) -> None:
+    """Hold one of the key's `max_queued` places while its body streams in, or refuse (429)."""
+    key = caller.key
+    if key is None:
+        return
+    if not engine.admit(key.id, key.max_queued):
+        raise HTTPError(
+            429,
+            f"API key {key.id} ({key.name}) has {key.max_queued} unfinished workloads, its "
+            f"max_queued: wait for some to finish",
+            {"Retry-After": "1"},
+        )
+
+
 async def submit_workload(
     engine: Engine,
     settings: GatewaySettings,
     api: str,
     headers: Mapping[str, str],
     chunks: AsyncIterator[bytes],
+    caller: Caller = OWNER_CALLER,
 ) -> Answer:
     """Validate, stream the body in, persist, queue; raises HTTPError or EngineError for a
-    4xx or a 503."""
+    4xx or a 503. `caller` (authorized already) is who it is attributed to."""
     state = engine.api(valid_api(api))
     if state.state is APIPhase.ERROR:
         raise Unavailable(
@@ -108,7 +124,7 @@ async def submit_workload(
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise HTTPError(413, f"payload is larger than max_payload_bytes={max_bytes}")
     content_type = headers.get("content-type") or "application/octet-stream"
-    workload_id = engine.new_id(api, key)
+    workload_id = engine.new_id(api, key, caller.key_id)
     # The id is claimed while the body streams in, so a concurrent replay of the same
     # Idempotency-Key waits for this request instead of writing the same payload path.
     while True:
@@ -123,7 +139,10 @@ async def submit_workload(
         if engine.claim(workload_id):
             break
     body: Body | None = None
+    holds_place = False
     try:
+        _admit(engine, caller)
+        holds_place = True
         body = await read_body(
             chunks,
             timeout_s=settings.body_timeout_s,
@@ -146,10 +165,14 @@ async def submit_workload(
             size=body.size,
             webhook_url=webhook_url,
             idempotency_key=key,
+            submitted_by=caller.name,
+            key_id=caller.key_id,
         )
         workload = await engine.accept(state, workload)
     except BaseException as exc:
         engine.release(workload_id, exc)
+        if holds_place:
+            engine.admitted(caller.key_id)
         if isinstance(exc, Unavailable) and body is not None and body.stored:
             # The queue entry never landed: the streamed payload belongs to nothing (and an
             # expiry sweep removes it if storage cannot take the delete now either).
@@ -158,6 +181,7 @@ async def submit_workload(
                     engine.storage.delete, engine.storage.payload_path(api, workload_id)
                 )
         raise
+    engine.admitted(caller.key_id)
     wait = prefer_wait(headers)
     answer_headers = {"Location": f"/{api}/{workload.id}"}
     if wait:

@@ -17,13 +17,21 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..client import Client, describe_api, handles
+from ..contract.keys import parse_duration
 from ..contract.notebooks import in_notebook_workload
 from ..contract.options import APIOptions, chosen_options, option_flags
 from ..errors import AsyncNBError, GatewayError
 
+
+def _detail(exc: AsyncNBError) -> str:
+    return str(exc.detail) if isinstance(exc, GatewayError) else str(exc)
+
+
 LINE_USAGE = (
     "%async_api list | status NAME | delete NAME | logs NAME | "
-    "deploy-notebook PATH NAME [--option value ...]"
+    "deploy-notebook PATH NAME [--option value ...] | "
+    "share NAME --to PERSON [--scope invoke|read] [--expires-in 7d] [--rate-limit N] "
+    "[--max-queued N] | keys [NAME] | revoke KEY_ID"
 )
 
 
@@ -158,6 +166,19 @@ class AsyncAPIMagics(Magics):
             return self._list()
         if command == "deploy-notebook" and len(rest) >= 2:
             return self._deploy_notebook(rest)
+        if command == "share" and rest:
+            return self._share(rest)
+        if command in ("keys", "revoke") and len(rest) <= 1:
+            if command == "revoke" and not rest:
+                raise UsageError("usage: %async_api revoke KEY_ID")
+            client = handles[rest[0]].client if rest and rest[0] in handles else None
+            client = client or self._client(None, None)
+            try:
+                if command == "keys":
+                    return self._keys(client, rest[0] if rest else None)
+                return self._revoke(client, rest[0])
+            except AsyncNBError as exc:
+                raise UsageError(f"{command}: {_detail(exc)}") from None
         if command in ("status", "delete", "logs") and len(rest) == 1:
             name = rest[0]
             client = handles[name].client if name in handles else self._client(None, None)
@@ -194,6 +215,55 @@ class AsyncAPIMagics(Magics):
             )
         except AsyncNBError as exc:
             raise UsageError(f"cannot deploy {args.path}: {exc}") from None
+
+    def _share(self, words: list[str]) -> Any:
+        parser = argparse.ArgumentParser(
+            prog="%async_api share", add_help=False, exit_on_error=False
+        )
+        parser.add_argument("name")
+        parser.add_argument("--to", default=None, dest="person")
+        parser.add_argument("--scope", action="append", choices=["invoke", "read"], default=None)
+        parser.add_argument("--expires-in", default=None)
+        parser.add_argument("--rate-limit", type=float, default=None)
+        parser.add_argument("--burst", type=int, default=None)
+        parser.add_argument("--max-queued", type=int, default=None)
+        try:
+            args, unknown = parser.parse_known_args(words)
+            expires = parse_duration(args.expires_in) if args.expires_in else None
+        except (argparse.ArgumentError, ValueError) as exc:
+            raise UsageError(f"share: {exc}") from None
+        if args.person is None:
+            raise UsageError("share: say who the key is for: --to PERSON")
+        if unknown:
+            raise UsageError(f"share: unrecognized arguments: {' '.join(unknown)}")
+        try:
+            api = handles.get(args.name) or self._client(None, None).api(args.name)
+            shared = api.share(
+                args.person,
+                scopes=args.scope or ["invoke"],
+                expires_in_s=expires,
+                rate_limit=args.rate_limit,
+                burst=args.burst,
+                max_queued=args.max_queued,
+            )
+        except AsyncNBError as exc:
+            raise UsageError(f"share {args.name}: {_detail(exc)}") from None
+        print(shared.instructions())
+        return None
+
+    def _keys(self, client: Client, api: str | None) -> None:
+        found = client.list_keys(api)
+        if not found:
+            print("no API keys" + (f" for {api}" if api else ""))
+        for key in found:
+            print(
+                f"{key['id']}  {key['name']}  {key['state']}  apis={','.join(key['apis'])}  "
+                f"scopes={','.join(key['scopes'])}  last used {key.get('last_used_at') or '-'}"
+            )
+
+    def _revoke(self, client: Client, key_id: str) -> None:
+        revoked = client.revoke_key(key_id)
+        print(f"revoked key {revoked['id']} of {revoked['name']}")
 
     def _list(self) -> None:
         apis = self._client(None, None).apis()

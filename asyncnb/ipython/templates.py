@@ -137,7 +137,26 @@ def counts(status: dict[str, Any]) -> str:
         f'<div class="asyncnb-counts">queued {status.get("queue_depth", 0)} · '
         f"in progress {status.get('in_progress', 0)} · "
         f"completed {status.get('completed', 0)} · failed {status.get('failed', 0)} · "
-        f"cancelled {status.get('cancelled', 0)}{figures}</div>"
+        f"cancelled {status.get('cancelled', 0)}{figures}</div>" + submitters(status)
+    )
+
+
+def submitters(status: dict[str, Any], shown: int = 5) -> str:
+    """Who submits (a key's name, or owner), busiest first, once anyone but the owner has."""
+    rows = list(status.get("submitters") or [])
+    if not rows or [r.get("submitted_by") for r in rows] == ["owner"]:
+        return ""
+    parts = [
+        f"<b>{esc(r.get('submitted_by'))}</b> {esc(r.get('submitted', 0))}"
+        + (f" ({esc(r['unfinished'])} unfinished)" if r.get("unfinished") else "")
+        for r in rows[:shown]
+    ]
+    more = f" · {len(rows) - shown} more" if len(rows) > shown else ""
+    return (
+        '<div class="asyncnb-submitters" style="font-size:0.9em">submitted by: '
+        + " · ".join(parts)
+        + more
+        + "</div>"
     )
 
 
@@ -204,6 +223,7 @@ def table_head() -> str:
         '<div style="font-weight:bold;font-size:0.9em">'
         + _cell(124, "id (click: details)")
         + _cell(100, "status")
+        + _cell(90, "by")
         + _cell(190, "progress")
         + _cell(70, "age")
         + _cell(330, "result")
@@ -216,6 +236,7 @@ def row(workload: dict[str, Any], now: float) -> str:
     return (
         '<div style="font-size:0.9em">'
         + _cell(100, status_badge(str(workload.get("status", "?"))))
+        + _cell(90, esc(workload.get("submitted_by", "")))
         + _cell(190, progress_bar(workload))
         + _cell(70, age(workload.get("created_at"), now))
         + _cell(330, preview(workload))
@@ -299,6 +320,8 @@ def details(record: dict[str, Any] | None, now: float, message: str = "") -> str
         f"attempts {esc(record.get('attempts', 0))}",
         f"priority {esc(record.get('priority', 0))}",
     ]
+    if record.get("submitted_by"):
+        facts.append(f"submitted by {esc(record['submitted_by'])}")
     if record.get("version") is not None:
         facts.append(f"version {esc(record['version'])}")
     webhook = record.get("webhook")

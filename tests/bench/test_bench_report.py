@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench import report
+from asyncnb.contract.names import new_workload_id
+from asyncnb.contract.status import Status
+from asyncnb.engine.workload import WorkloadState
+from bench import fairness, report
 from bench.page import END_MARKER, START_MARKER
 from bench.queue_cost import Batch, cpu_per_submit, median_levels, summarise_level
 from bench.targets import curve_reach
@@ -42,10 +46,11 @@ def test_page_holds_every_section_target_and_plot(tmp_path: Path) -> None:
         "## Queue cost: 1k / 10k / 100k queued workloads",
         "## Payload sizes",
         "## Light-load latency against raw Dask",
+        "## Fair queuing across callers: one key's flood against another's trickle",
     ):
         assert heading in text
     targets = text.split("## Targets (issue 6)")[1].split("\n## ")[0]
-    assert targets.count("| met |") == 10, targets
+    assert targets.count("| met |") == 12, targets
     assert "on the load curve" in targets
     assert "median of 5 fills" in targets
     drawn = sorted(p.name for p in (tmp_path / "img").iterdir())
@@ -116,3 +121,70 @@ def test_queue_levels_take_the_cpu_per_submit_of_their_window() -> None:
     assert level.cpu_us_per_submit == pytest.approx(200)
     assert cpu_per_submit(cpu, 0, 100) != cpu_per_submit(cpu, 0, 100)  # NaN: one reading
     assert median_levels([[level], [level], [level]])[0]["submit_per_s"] == pytest.approx(1000)
+
+
+def _finished(submitted_by: str, created: float, started: float, finished: float) -> WorkloadState:
+    workload = WorkloadState(
+        new_workload_id(), "sleepy", created_at=created, content_type="application/json"
+    )
+    workload.submitted_by = submitted_by
+    workload.status = Status.COMPLETED
+    workload.started_at, workload.finished_at = started, finished
+    return workload
+
+
+def _fairness_results() -> dict[str, Any]:
+    """bench.fairness's figures from made-up workloads: 100 of A's, 10 ms each from t=0, and
+    three of B's that ran after 2, 5 and 100 of A's (no cluster runs)."""
+    flood = [_finished("A", 0.0, i * 0.01, (i + 1) * 0.01) for i in range(100)]
+
+    def lone(after: int) -> WorkloadState:
+        return _finished("B", 0.005, after * 0.01 - 0.001, after * 0.01 + 0.009)
+
+    runs = {
+        "fair_flood": fairness.summarise("fair", 0.0, 0.01, flood, [lone(2), lone(5)]),
+        "fair_alone": fairness.summarise("fair", 0.0, 0.0, [], [lone(1)]),
+        "fifo_flood": fairness.summarise("fifo", 0.0, 0.01, flood, [lone(100)]),
+    }
+    return {
+        "flood": 100,
+        "item_ms": 10.0,
+        "trickle_every_ms": 100.0,
+        "alone_s": 1.0,
+        "max_chunk": 64,
+        "prefetch": 1,
+        "runs": runs,
+        "flood_ratio": runs["fair_flood"]["flood_per_s"] / runs["fifo_flood"]["flood_per_s"],
+        "all_ratio": runs["fair_flood"]["all_per_s"] / runs["fifo_flood"]["all_per_s"],
+    }
+
+
+def test_fairness_figures_count_what_ran_while_b_waited() -> None:
+    results = _fairness_results()
+    fair, fifo = results["runs"]["fair_flood"], results["runs"]["fifo_flood"]
+    assert fair["a_during_b_p50"] == 3.5 and fifo["a_during_b_p50"] == 100
+    assert fair["b_workloads"] == 2 and fair["flood"] == 100
+    assert fair["flood_per_s"] == pytest.approx(100)
+    assert fair["b_wait_p95_s"] == pytest.approx(0.044)
+    assert "flood_per_s" not in results["runs"]["fair_alone"]
+    checks = fairness.evaluate(results)
+    assert [check["met"] for check in checks] == [True, True]
+
+
+def test_the_fairness_section_lands_in_the_page(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    meta = {"command": "python -m bench.fairness --json x.json", "date_utc": "today"}
+    data = _fairness_results()
+    payload = {"meta": meta, "results": data, "targets": fairness.evaluate(data)}
+    (results / "fairness.json").write_text(json.dumps(payload))
+    page = tmp_path / "benchmarks.md"
+    assert _render(tmp_path, page, results) == 0
+    text = page.read_text()
+    section = text.split("## Fair queuing across callers")[1].split("\n## ")[0]
+    for label in ("| fair, with the flood |", "| fair, B alone |", "| fifo, with the flood |"):
+        assert label in section
+    assert "Throughput of the flood, fair / fifo" in section
+    targets = text.split("## Targets (issue 6)")[1].split("\n## ")[0]
+    assert "behind a flood of 100, fair" in targets and "| fairness |" in targets
+    assert "| `python -m bench.fairness --json x.json` |" in text

@@ -152,3 +152,47 @@ def test_the_example_option_and_the_scaling_bounds(
         api.set_scaling(min_replicas=5)
     assert api.submit({"x": 0.25}).result(timeout=30) == {"score": 2}
     dashboard.close()
+
+
+def test_share_prints_a_key_and_a_curl_line(
+    shell: InteractiveShell, gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.run_cell_magic("async_api", "shared", CELL)
+    gateway.wait_ready("shared")
+    capsys.readouterr()
+    shell.run_line_magic("async_api", "share shared --to bob --scope invoke --expires-in 1d")
+    printed = capsys.readouterr().out
+    key = next(w.split("=", 1)[1] for w in printed.split() if w.startswith("ASYNCNB_KEY="))
+    assert key.startswith("ank_")
+    assert f"curl -s -X POST {gateway.url}/shared" in printed
+    assert '-H "Authorization: Bearer $ASYNCNB_KEY"' in printed
+    with gateway.client(key) as bob:
+        answer = bob.post("/shared", json={"x": 0.5})
+        assert answer.status_code == 202, answer.text
+        assert bob.post("/scorer", json={"x": 0.5}).status_code in (403, 404)
+    shell.run_line_magic("async_api", "keys shared")
+    listed = capsys.readouterr().out
+    key_id = key.split("_")[1]
+    assert key_id in listed and "bob" in listed and key not in listed
+    shell.run_line_magic("async_api", f"revoke {key_id}")
+    assert f"revoked key {key_id} of bob" in capsys.readouterr().out
+    with gateway.client(key) as bob:
+        assert bob.post("/shared", json={"x": 0.5}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("share shared", "--to PERSON"),
+        ("share shared --to 'b o b'", "invalid key name"),
+        ("share shared --to bob --expires-in soon", "use seconds"),
+        ("share shared --to bob --scope admin", "invalid choice"),
+        ("share shared --to bob --colour red", "unrecognized arguments"),
+        ("share nowhere --to bob", "nowhere"),
+        ("revoke", "revoke KEY_ID"),
+        ("revoke 0123456789abcdef", "no API key"),
+    ],
+)
+def test_share_refusals_are_usage_errors(shell: InteractiveShell, line: str, fragment: str) -> None:
+    with pytest.raises(UsageError, match=fragment):
+        shell.run_line_magic("async_api", line)

@@ -43,6 +43,7 @@ VARIED: dict[str, Any] = {
     "webhook_backoff_s": 0.25,
     "max_chunk": 8,
     "prefetch": 0,
+    "queue_policy": "fifo",
     "max_deploy_bytes": 1024,
     "autoscale_interval_s": 2.5,
     "min_workers": 0,
@@ -219,6 +220,24 @@ def test_flags_parse_text_kinds() -> None:
     assert settings.storage_options == {}
     assert settings.worker_resources == {"GPU": 1.0, "MEMORY": 2.0}
     assert settings.webhook_deny == ("a", "b")
+
+
+def test_queue_policy_is_fair_unless_told_and_must_be_a_known_one() -> None:
+    assert parsed([]).queue_policy == "fair"
+    assert EngineSettings().queue_policy == "fair"
+    fifo = parsed(["--queue-policy", "fifo"])
+    assert fifo.queue_policy == "fifo" and fifo.problem() is None
+    assert EngineSettings.from_gateway(fifo).queue_policy == "fifo"
+    (flag,) = [f for f in serve_flags() if f.setting == "queue_policy"]
+    assert flag.flag == "--queue-policy" and flag.choices == ("fair", "fifo")
+    # The command refuses an unknown policy itself (click.Choice), with one line...
+    import click
+
+    with pytest.raises(click.BadParameter, match="lifo"):
+        parsed(["--queue-policy", "lifo"])
+    # ...and settings built another way (the extension, Python) say why too.
+    problem = GatewaySettings(queue_policy="lifo").problem()
+    assert problem is not None and "--queue-policy must be one of fair, fifo" in problem
 
 
 def test_storage_timeout_has_a_minimum() -> None:

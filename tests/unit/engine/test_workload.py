@@ -192,6 +192,7 @@ def test_public_of_queued_workload() -> None:
         "status": "in_queue",
         "attempts": 0,
         "priority": 0,
+        "submitted_by": "owner",
         "created_at": isoformat(CREATED),
         "started_at": None,
         "finished_at": None,
@@ -238,3 +239,31 @@ def test_iso_helpers() -> None:
     assert isoformat(None) is None and parse_iso(None) is None and parse_iso("") is None
     assert isoformat(0) == "1970-01-01T00:00:00Z"
     assert parse_iso(isoformat(CREATED)) == pytest.approx(CREATED, abs=1e-6)
+
+
+def test_attribution_survives_both_stored_forms() -> None:
+    workload = WorkloadState(
+        WID,
+        "iris",
+        created_at=CREATED,
+        content_type="application/json",
+        submitted_by="bob",
+        key_id="0123456789abcdef",
+    )
+    queued = WorkloadState.from_queue_entry(workload.queue_entry())
+    assert (queued.submitted_by, queued.key_id) == ("bob", "0123456789abcdef")
+    workload.status = Status.COMPLETED
+    final = WorkloadState.from_final_record(workload.final_record(Status.COMPLETED))
+    assert (final.submitted_by, final.key_id) == ("bob", "0123456789abcdef")
+    assert workload.public()["submitted_by"] == "bob"
+    assert "key_id" not in workload.public()
+    assert workload.webhook_event()["submitted_by"] == "bob"
+
+
+def test_old_records_without_attribution_read_as_the_owner() -> None:
+    entry = _workload(body=b"{}").queue_entry()
+    header, _, body = entry.partition(b"\n")
+    old = json.loads(header)
+    del old["submitted_by"], old["key_id"]
+    restored = WorkloadState.from_queue_entry(json.dumps(old).encode() + b"\n" + body)
+    assert (restored.submitted_by, restored.key_id) == ("owner", None)

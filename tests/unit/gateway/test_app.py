@@ -408,7 +408,7 @@ def test_tokens_on_the_fast_path_and_the_routes() -> None:
             assert (await client.get(f"/double/{workload_id}", headers=ADMIN)).status_code == 200
             assert (await client.post("/double", json={"n": 1}, headers=ADMIN)).status_code == 202
             undeploy = await client.delete("/apis/double", headers=USER)
-            assert assert_error(undeploy, 403) == "invalid token"
+            assert "needs the admin token" in assert_error(undeploy, 403)
             assert (await client.get("/healthz")).json()["status"] == "ok"
 
     asyncio.run(scenario())

@@ -8,18 +8,29 @@ import pytest
 
 from asyncnb.contract.settings import GatewaySettings
 from asyncnb.engine.errors import Conflict, NotFound, StorageTimeout, Unavailable
-from asyncnb.gateway.auth import Role, access_problem
+from asyncnb.gateway.auth import Access, authorize
 from asyncnb.gateway.errors import INTERNAL_ERROR, HTTPError, answer_for, error_answer
 
-USER, ADMIN = Role.USER, Role.ADMIN
+USER, ADMIN, GATEWAY = Access.INVOKE, Access.ADMIN, Access.GATEWAY
 OPEN = GatewaySettings(token=None, admin_token=None)
 ADMIN_ONLY = GatewaySettings(token=None, admin_token="adm")
 USER_ONLY = GatewaySettings(token="usr", admin_token=None)
 BOTH = GatewaySettings(token="usr", admin_token="adm")
 
 
+def access_problem(
+    settings: GatewaySettings, header: str, role: Access, query_token: str | None = None
+) -> HTTPError | None:
+    try:
+        caller = authorize(settings, None, header, role, "iris", query_token=query_token)
+    except HTTPError as exc:
+        return exc
+    assert caller.name == "owner" and caller.key is None
+    return None
+
+
 def status_of(
-    settings: GatewaySettings, header: str, role: Role, query_token: str | None = None
+    settings: GatewaySettings, header: str, role: Access, query_token: str | None = None
 ) -> int | None:
     problem = access_problem(settings, header, role, query_token=query_token)
     return None if problem is None else problem.status_code
@@ -58,9 +69,11 @@ def status_of(
     ],
 )
 def test_access_matrix(
-    settings: GatewaySettings, header: str, role: Role, expected: int | None
+    settings: GatewaySettings, header: str, role: Access, expected: int | None
 ) -> None:
     assert status_of(settings, header, role) == expected
+    if role is USER:  # the gateway-wide reads admit the same tokens
+        assert status_of(settings, header, GATEWAY) == expected
 
 
 @pytest.mark.parametrize(
@@ -108,25 +121,32 @@ def test_tokens_are_case_sensitive() -> None:
 @pytest.mark.parametrize(
     ("query_token", "header", "role", "expected"),
     [
-        ("usr", "", USER, None),
-        ("usr", "Basic x", USER, None),
-        ("adm", "", USER, 401),  # the query admits the user token only
-        ("usr", "", ADMIN, 401),  # and only for user routes
+        ("usr", "", GATEWAY, None),
+        ("usr", "Basic x", GATEWAY, None),
+        ("adm", "", GATEWAY, 401),  # the query admits the user token only
+        ("usr", "", ADMIN, 401),  # and only for the gateway-wide reads (the docs page)
+        ("usr", "", USER, 401),
         ("adm", "", ADMIN, 401),
-        ("wrong", "", USER, 401),
-        ("wrong", "Bearer usr", USER, None),  # a bad query token does not spoil a good header
-        ("", "", USER, 401),
-        (None, "", USER, 401),
+        ("wrong", "", GATEWAY, 401),
+        ("wrong", "Bearer usr", GATEWAY, None),  # a bad query token does not spoil a header
+        ("", "", GATEWAY, 401),
+        (None, "", GATEWAY, 401),
     ],
 )
 def test_query_token(
-    query_token: str | None, header: str, role: Role, expected: int | None
+    query_token: str | None, header: str, role: Access, expected: int | None
 ) -> None:
     assert status_of(BOTH, header, role, query_token) == expected
 
 
+def test_the_user_token_on_an_admin_route_says_so() -> None:
+    problem = access_problem(BOTH, "Bearer usr", ADMIN)
+    assert problem is not None and problem.status_code == 403
+    assert "admin token" in problem.detail
+
+
 def test_query_token_on_an_open_gateway() -> None:
-    assert status_of(OPEN, "", USER, "whatever") is None
+    assert status_of(OPEN, "", GATEWAY, "whatever") is None
     assert status_of(ADMIN_ONLY, "", ADMIN, "adm") == 401
 
 

@@ -468,3 +468,22 @@ def test_the_real_handle_serves_the_dashboard_it_caches() -> None:
     board.close()
     assert api.dashboard() is not board  # a closed one is replaced
     client.close()
+
+
+def test_who_submits_is_shown_once_anyone_but_the_owner_does() -> None:
+    board = dashboard(FakeAPI())
+    only_owner = [{"submitted_by": "owner", "submitted": 4, "completed": 4, "failed": 0,
+                   "cancelled": 0, "unfinished": 0}]  # fmt: skip
+    board.show(APISnapshot(status=api_record(submitters=only_owner), workloads=[]))
+    assert "asyncnb-submitters" not in board.counts.value
+    shared = [
+        {"submitted_by": "bob", "submitted": 9, "completed": 2, "failed": 0, "cancelled": 0,
+         "unfinished": 7},
+        *only_owner,
+    ]  # fmt: skip
+    rows = [record("in_queue", submitted_by="bob"), record(submitted_by="owner")]
+    board.show(APISnapshot(status=api_record(submitters=shared), workloads=rows))
+    assert "submitted by: <b>bob</b> 9 (7 unfinished) · <b>owner</b> 4" in board.counts.value
+    assert ">bob<" in board.table.cells[0].value and ">owner<" in board.table.cells[1].value
+    board.table.click(rows[0]["id"])
+    assert "submitted by bob" in board.details.body.value

@@ -1,39 +1,38 @@
-"""The Python client: the same HTTP API a colleague calls, wrapped for notebooks and scripts."""
+"""The client proper: `Client` (one gateway), `AsyncAPI` (one API), `Workload` (one workload)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
-import site
-import sys
-import sysconfig
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import cloudpickle
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .contract.names import api_name_problem, workload_id_problem
-from .contract.options import EXAMPLE_MAX_BYTES
-from .contract.predictor import (
+from ..contract.keys import looks_like_key
+from ..contract.names import workload_id_problem
+from ..contract.options import EXAMPLE_MAX_BYTES
+from ..contract.predictor import (
     JSON_TYPE,
     check_predictor_class,
     decode_payload,
     encode_payload,
 )
-from .errors import (
+from ..errors import (
     GatewayError,
     GatewayUnreachable,
     UsageError,
     WorkloadCancelled,
     WorkloadFailed,
 )
+from .pickling import pickle_predictor
+from .sharing import SharedKey
+from .text import checked_api_name, describe_api, explain_detail
 
 _LONG_POLL_S = 20.0
 
@@ -59,34 +58,6 @@ def _transient(exc: BaseException) -> bool:
     )
 
 
-def _installed_roots() -> list[Path]:
-    roots = [Path(p) for p in [*site.getsitepackages(), site.getusersitepackages()]]
-    roots += [Path(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib")]
-    return [r.resolve() for r in roots if r]
-
-
-def _is_user_module(module: ModuleType) -> bool:
-    """Code that workers cannot import (a notebook, a script, a test file) goes by value."""
-    filename = getattr(module, "__file__", None)
-    if not filename:
-        return False
-    path = Path(filename).resolve()
-    return not any(path.is_relative_to(root) for root in _installed_roots())
-
-
-def pickle_predictor(cls: type) -> bytes:
-    """cloudpickle the class so that worker processes can rebuild it without the source."""
-    module = sys.modules.get(cls.__module__)
-    by_value = module is not None and cls.__module__ != "__main__" and _is_user_module(module)
-    if by_value:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        return cloudpickle.dumps(cls)
-    finally:
-        if by_value:
-            cloudpickle.unregister_pickle_by_value(module)
-
-
 class Client:
     """Talks to one gateway: `url` or `ASYNCNB_GATEWAY`, else the local gateway of the storage
     (`ASYNCNB_STORAGE`, default ~/.asyncnb/storage), which it starts when none runs."""
@@ -96,7 +67,7 @@ class Client:
         if not url:
             # No gateway configured: the local gateway of this process's storage, shared with
             # every other process on it (started now if none runs), with its token.
-            from .server.embedded import default_gateway
+            from ..server.embedded import default_gateway
 
             local = default_gateway()
             url, token = local.url, token if token is not None else local.token
@@ -182,13 +153,19 @@ class Client:
         self, path: str | Path, name: str, *, kernel_name: str | None = None, **options: Any
     ) -> AsyncAPI:
         """Deploy a whole notebook: each workload runs it with papermill (see notebook_api)."""
-        from .runtime.notebook_api import NotebookPredictor, notebook_config
+        from ..runtime.notebook_api import NotebookPredictor, notebook_config
 
         return self.deploy(NotebookPredictor, name, notebook_config(path, kernel_name), **options)
 
     def api(self, name: str) -> AsyncAPI:
+        """A handle of the deployed API `name` (checked: UsageError when it is not there)."""
         api = AsyncAPI(self, name)
-        api.status()
+        try:
+            api.status()
+        except GatewayError as exc:
+            # An invoke-only key may not read the API's status, yet may use the handle.
+            if not (exc.status_code == 403 and self.token and looks_like_key(self.token)):
+                raise
         return api
 
     def apis(self) -> list[dict[str, Any]]:
@@ -197,13 +174,48 @@ class Client:
     def undeploy(self, name: str) -> None:
         self.request("DELETE", f"/apis/{checked_api_name(name)}")
 
+    # keys ----------------------------------------------------------------------------------
+    def create_key(
+        self,
+        name: str,
+        apis: Iterable[str] = ("*",),
+        scopes: Iterable[str] = ("invoke",),
+        *,
+        expires_in_s: float | None = None,
+        rate_limit: float | None = None,
+        burst: int | None = None,
+        max_queued: int | None = None,
+    ) -> dict[str, Any]:
+        """A new API key (`POST /keys`, admin token): its record, with the key's text in
+        `key`, shown this once."""
+        body: dict[str, Any] = {"name": name, "apis": list(apis), "scopes": list(scopes)}
+        limits = {
+            "expires_in_s": expires_in_s,
+            "rate_limit": rate_limit,
+            "burst": burst,
+            "max_queued": max_queued,
+        }
+        body.update({k: v for k, v in limits.items() if v is not None})
+        try:
+            return dict(self.request("POST", "/keys", json=body).json())
+        except GatewayError as exc:
+            if exc.status_code == 422:
+                raise UsageError(explain_detail(exc.detail)) from None
+            raise
 
-def checked_api_name(name: str) -> str:
-    """`name`, or a UsageError before it can reach a URL (where httpx would resolve '..')."""
-    problem = api_name_problem(name)
-    if problem is not None:
-        raise UsageError(problem)
-    return name
+    def list_keys(self, api: str | None = None) -> list[dict[str, Any]]:
+        """Every key (without secrets), or those that may call `api`."""
+        params = {"api": checked_api_name(api)} if api else {}
+        return list(self.get_json("/keys", params=params)["keys"])
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke a key at once: it gets 401 from now on."""
+        try:
+            return dict(self.request("DELETE", f"/keys/{key_id}").json())
+        except GatewayError as exc:
+            if exc.status_code == 404:
+                raise UsageError(str(exc.detail)) from None
+            raise
 
 
 def _in_kernel() -> bool:
@@ -214,26 +226,6 @@ def _in_kernel() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def explain_detail(detail: Any) -> str:
-    """A gateway's `detail` as one line: validation issues become `option: message; ...`."""
-    if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', [])[2:] or d.get('loc', []))}: {d.get('msg')}"
-            for d in detail
-        )
-    return str(detail)
-
-
-def describe_api(info: dict[str, Any]) -> str:
-    """An API's status record as one line: what `summary()`, the CLI and the magics print."""
-    return (
-        f"{info['name']} v{info['version']} {info['state']}: "
-        f"{info['queue_depth']} queued, {info['in_progress']} in progress, "
-        f"{info['completed']} completed, {info['failed']} failed, "
-        f"workers {info['workers']}→{info['desired_workers']}  {info['endpoint']}"
-    )
 
 
 @dataclass
@@ -383,6 +375,41 @@ class AsyncAPI:
 
     def workload(self, workload_id: str) -> Workload:
         return Workload(self, workload_id)
+
+    def share(
+        self,
+        name: str,
+        *,
+        scopes: Iterable[str] = ("invoke",),
+        expires_in_s: float | None = None,
+        rate_limit: float | None = None,
+        burst: int | None = None,
+        max_queued: int | None = None,
+    ) -> SharedKey:
+        """Create an API key for the colleague `name` that calls this API only, and what to
+        hand them: the key (shown once), the endpoint, ready curl lines."""
+        created = self.client.create_key(
+            name,
+            [self.name],
+            scopes,
+            expires_in_s=expires_in_s,
+            rate_limit=rate_limit,
+            burst=burst,
+            max_queued=max_queued,
+        )
+        try:
+            endpoint = str(self.status().get("endpoint") or self.url)
+        except (GatewayError, UsageError):
+            endpoint = self.url
+        return SharedKey(
+            key=created["key"],
+            id=created["id"],
+            name=created["name"],
+            api=self.name,
+            endpoint=endpoint,
+            scopes=list(created["scopes"]),
+            record={k: v for k, v in created.items() if k != "key"},
+        )
 
     def set_scaling(
         self, min_replicas: int | None = None, max_replicas: int | None = None, **options: Any
