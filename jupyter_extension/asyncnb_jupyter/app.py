@@ -12,6 +12,7 @@ from jupyter_server.utils import url_path_join
 from .config import AsyncNB
 from .gateway_process import GatewayProcess, free_port
 from .handlers import SETTINGS_KEY, default_handlers
+from .keys import refuse_keys_elsewhere
 from .upstream import Upstream
 
 ENV_GATEWAY = "ASYNCNB_GATEWAY"
@@ -31,7 +32,8 @@ class AsyncNBJupyter(ExtensionApp):
 
     Kernels of the server get ASYNCNB_GATEWAY and ASYNCNB_TOKEN, so `%%async_api` deploys to
     that gateway; the APIs outlive the kernels. Colleagues call them through the server's URL
-    with their Jupyter credentials.
+    with asyncnb API keys that the owner creates; a key reaches the workload routes of its
+    APIs and nothing else of the server (keys.py).
     """
 
     name = "asyncnb_jupyter"
@@ -78,6 +80,9 @@ class AsyncNBJupyter(ExtensionApp):
                 self.gateway.failure = "; ".join(self.asyncnb.problems())
         self._export_env()
         self.settings[SETTINGS_KEY] = self.upstream
+        # An asyncnb key on any route but the workload routes: 403, before Jupyter's auth.
+        if self.serverapp is not None:
+            refuse_keys_elsewhere(self.serverapp.identity_provider, self.log)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)

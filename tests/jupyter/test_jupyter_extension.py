@@ -338,7 +338,9 @@ def test_page_lists_apis_with_copyable_curl_lines(fetch: Fetch, jp_http_port: in
     text = page.body.decode()
     endpoint = f"http://127.0.0.1:{jp_http_port}{BASE}asyncnb/echo"
     assert "<td>echo</td>" in text and "state-ready" in text
-    assert f"curl -s -X POST {endpoint} -H &quot;Authorization: token $JUPYTER_TOKEN&quot;" in text
+    # A colleague calls with an API key, never the Jupyter token (which opens the kernels).
+    assert f"curl -s -X POST {endpoint} -H &quot;Authorization: Bearer $ASYNCNB_KEY&quot;" in text
+    assert "JUPYTER_TOKEN" not in text
     assert f"curl -s {endpoint}/ID" in text
     assert TOKEN not in text
 
@@ -354,6 +356,8 @@ SAMPLE_PATHS = [
     "asyncnb/",
     "asyncnb/apis",
     "asyncnb/_gateway",
+    "asyncnb/_keys",
+    "asyncnb/_keys/0123456789abcdef",
     "asyncnb/echo",
     "asyncnb/echo/workloads",
     f"asyncnb/echo/{HEX}",
