@@ -2,11 +2,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-quick clean system-deps
+.PHONY: install demo test lint typecheck unit bench bench-quick clean system-deps hub-deps
 
 # What the tests need beyond Python: Debian's chromium (the browser tests drive it with
 # Playwright, whose own browser download cannot work here) and curl (a notebook shows a call).
 SYSTEM_DEPS := chromium curl
+# The JupyterHub tests run the real proxy, configurable-http-proxy from npm, installed here
+# (git ignores it) rather than globally (tests/support/hub.py looks for it here).
+HUB_DIR := .hub
+CHP := $(HUB_DIR)/node_modules/.bin/configurable-http-proxy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,7 +44,17 @@ system-deps:
 	  fi; \
 	fi
 
-test: $(STAMP) system-deps lint typecheck
+hub-deps:
+	@if [ ! -x $(CHP) ]; then \
+	  if ! command -v npm >/dev/null 2>&1; then \
+	    echo "make test needs npm for configurable-http-proxy: install Node.js 20 or later with npm (Debian: sudo apt-get install nodejs npm), then run make test again"; \
+	    exit 1; \
+	  fi; \
+	  echo "installing configurable-http-proxy (npm, into $(HUB_DIR))"; \
+	  npm install --prefix $(HUB_DIR) --no-audit --no-fund --loglevel=error configurable-http-proxy >/dev/null; \
+	fi
+
+test: $(STAMP) system-deps hub-deps lint typecheck
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
