@@ -20,6 +20,7 @@ from .errors import (
     WorkloadFailed,
 )
 from .runtime.progress import report_progress
+from .runtime.streaming import emit
 
 __all__ = [
     "AsyncAPI",
@@ -35,6 +36,7 @@ __all__ = [
     "api",
     "deploy",
     "deploy_notebook",
+    "emit",
     "record",
     "report_progress",
     "start_gateway",

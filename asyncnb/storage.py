@@ -114,6 +114,17 @@ class Storage:
     def result_path(self, api: str, workload_id: str) -> str:
         return self.path("workloads", api, workload_id, "result")
 
+    def events_dir(self, api: str, workload_id: str) -> str:
+        """The workload's events, in segments named by their first event id (engine/events)."""
+        return self.path("workloads", api, workload_id, "events")
+
+    def event_segment_path(self, api: str, workload_id: str, first_event_id: int) -> str:
+        return self.path("workloads", api, workload_id, "events", f"{first_event_id:012d}.jsonl")
+
+    def logs_path(self, api: str, workload_id: str, attempt: int) -> str:
+        """The log tail (LOG_CAP_BYTES) one attempt's worker wrote when the attempt ended."""
+        return self.path("workloads", api, workload_id, f"logs-{attempt}.txt")
+
     def outbox_dir(self, api: str) -> str:
         return self.path("outbox", api)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import UsageError
 from .group import client_of, client_options, fail_cleanly, main, store_client
+
+if TYPE_CHECKING:
+    from ..client import Workload
 
 
 @main.command()
@@ -26,6 +29,12 @@ from .group import client_of, client_options, fail_cleanly, main, store_client
 @click.option("--idempotency-key", default=None)
 @click.option("--wait", is_flag=True, help="wait for the result and print it")
 @click.option("--timeout", type=float, default=None, help="with --wait: give up after S seconds")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="print outputs (stdout), log lines and progress (stderr) as they come, then the "
+    "result as --wait does",
+)
 @client_options
 @click.pass_context
 @fail_cleanly
@@ -40,10 +49,12 @@ def submit(
     idempotency_key: str | None,
     wait: bool,
     timeout: float | None,
+    follow: bool,
     gateway: str | None,
     token: str | None,
 ) -> None:
-    """Submit a payload (FILE, - for stdin, or --json) to API NAME; prints the workload id."""
+    """Submit a payload (FILE, - for stdin, or --json) to API NAME; prints the workload id,
+    or with --wait its result, or with --follow what it emits, then its result."""
     store_client(ctx, gateway, token)
     if json_text is not None:
         payload: Any = json.loads(json_text)
@@ -52,6 +63,8 @@ def submit(
         content_type = content_type or _guess_type(getattr(source, "name", ""))
     else:
         raise UsageError("give a payload: FILE, - for stdin, or --json")
+    if follow and timeout is not None:
+        raise UsageError("--timeout goes with --wait, not --follow (Ctrl-C stops following)")
     api = client_of(ctx).api(name)
     workload = api.submit(
         payload,
@@ -60,10 +73,43 @@ def submit(
         webhook_url=webhook_url,
         idempotency_key=idempotency_key,
     )
-    if not wait:
+    if follow:
+        _follow(name, workload)
+    elif wait:
+        _print_result(workload.result(timeout=timeout))
+    else:
         click.echo(workload.id)
-        return
-    _print_result(workload.result(timeout=timeout))
+
+
+def _follow(name: str, workload: Workload) -> None:
+    """What the workload emits as it comes, then its result (or its error, as --wait); Ctrl-C
+    stops following (exit 130), the workload goes on."""
+    from ..client import FreshOutputs, describe_output, describe_progress
+
+    outputs = FreshOutputs()
+    try:
+        for event in workload.stream():
+            kind = event.get("type")
+            if outputs.fresh(event):
+                _echo_output(describe_output(event))
+            elif kind == "log":
+                click.echo(str(event.get("line", "")), err=True)
+            elif kind == "progress":
+                click.echo(describe_progress(event), err=True)
+            elif kind == "start" and int(event.get("attempt") or 1) > 1:
+                click.echo(f"attempt {event['attempt']} started", err=True)
+        _print_result(workload.result(timeout=0))
+    except KeyboardInterrupt:
+        click.echo(
+            f"stopped following {workload.id}; it goes on (asyncnb cancel {name} "
+            f"{workload.id} cancels it)",
+            err=True,
+        )
+        raise click.exceptions.Exit(130) from None
+
+
+def _echo_output(text: str) -> None:
+    click.echo(text, nl=not text.endswith("\n"))
 
 
 def _guess_type(filename: str) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from ..errors import (
     WorkloadCancelled,
     WorkloadFailed,
 )
+from .events import afresh_outputs, astream_events, fresh_outputs, stream_events
 from .pickling import pickle_predictor
 from .sharing import SharedKey
 from .text import checked_api_name, describe_api, explain_detail
@@ -322,13 +323,18 @@ class AsyncAPI:
         priority: int = 0,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        webhook_events: Iterable[str] | None = None,
     ) -> Workload:
+        """Queue one workload; `webhook_events` chooses what its webhook gets (default: its
+        end; see `asyncnb.contract.events.EVENT_TYPES`)."""
         body, media = encode_payload(payload, content_type)
         headers = {"Content-Type": media}
         if priority:
             headers["X-Priority"] = str(int(priority))
         if webhook_url:
             headers["X-Webhook-URL"] = webhook_url
+        if webhook_events is not None:
+            headers["X-Webhook-Events"] = ",".join(webhook_events)
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         try:
@@ -442,6 +448,7 @@ class Workload:
             raise UsageError(problem)
         self.api = api
         self.id = workload_id
+        self.path = f"/{api.name}/{workload_id}"  # of its routes on the gateway
 
     def __repr__(self) -> str:
         return f"<Workload {self.api.name}/{self.id}>"
@@ -453,7 +460,7 @@ class Workload:
     def info(self, wait: float = 0) -> dict[str, Any]:
         headers = {"Prefer": f"wait={wait:g}"} if wait > 0 else {}
         try:
-            return dict(self.api.client.get_json(f"/{self.api.name}/{self.id}", headers=headers))
+            return dict(self.api.client.get_json(self.path, headers=headers))
         except GatewayError as exc:
             if exc.status_code in (400, 404):
                 raise UsageError(str(exc.detail)) from None
@@ -467,13 +474,47 @@ class Workload:
 
     def notebook(self, format: str = "ipynb") -> bytes:
         """The executed notebook of a notebook API's workload (`format="html"` to render)."""
-        response = self.api.client.request(
-            "GET", f"/{self.api.name}/{self.id}/notebook", params={"format": format}
-        )
-        return response.content
+        params = {"format": format}
+        return self.api.client.request("GET", f"{self.path}/notebook", params=params).content
 
     def cancel(self) -> dict[str, Any]:
-        return dict(self.api.client.request("DELETE", f"/{self.api.name}/{self.id}").json())
+        return dict(self.api.client.request("DELETE", self.path).json())
+
+    # what it emits while it runs (`GET /{api}/{id}/events` and `/logs`: client/events.py)
+    def stream(
+        self, last_event_id: int | None = None, *, reconnect_s: float = 60.0
+    ) -> Iterator[dict[str, Any]]:
+        """Its events as dicts (start, progress, output, log; last the terminal one, with the
+        status record) after `last_event_id` (None: all); resumes by itself after a drop or
+        a gateway restart, EventStreamLost when none answered for `reconnect_s` seconds."""
+        http, path = self.api.client._http, f"{self.path}/events"
+        return stream_events(http, path, str(self), last_event_id, reconnect_s)
+
+    def astream(
+        self, last_event_id: int | None = None, *, reconnect_s: float = 60.0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """`stream()` on the running event loop: `async for event in workload.astream()`."""
+        http, path = self.api.client.async_http, f"{self.path}/events"
+        return astream_events(http, path, str(self), last_event_id, reconnect_s)
+
+    def outputs(self, *, reconnect_s: float = 60.0) -> Iterator[Any]:
+        """Its outputs' values as they come (bytes for binary ones, None for one too large
+        for an event), each index once across attempts; raises as `result()` does when it
+        ends failed or cancelled."""
+        return fresh_outputs(self.stream(reconnect_s=reconnect_s))
+
+    def aoutputs(self, *, reconnect_s: float = 60.0) -> AsyncIterator[Any]:
+        """`outputs()` on the running event loop: `async for value in workload.aoutputs()`."""
+        return afresh_outputs(self.astream(reconnect_s=reconnect_s))
+
+    def logs(self) -> str:
+        """Its log: the newest 1 MiB of its latest attempt's stdout, stderr and logging."""
+        try:
+            return self.api.client.request("GET", f"{self.path}/logs").text
+        except GatewayError as exc:
+            if exc.status_code in (400, 404):
+                raise UsageError(str(exc.detail)) from None
+            raise
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the result; raises WorkloadFailed, WorkloadCancelled or TimeoutError."""
@@ -494,5 +535,5 @@ class Workload:
     def _result_of(self, info: dict[str, Any]) -> Any:
         if "result" in info:
             return info["result"]
-        response = self.api.client.request("GET", f"/{self.api.name}/{self.id}/result")
+        response = self.api.client.request("GET", f"{self.path}/result")
         return decode_payload(response.content, response.headers.get("content-type"))

@@ -45,6 +45,11 @@ class APIOptions(BaseModel):
     retry_backoff_s: float = Field(1.0, ge=0, le=3600, description="first retry delay, doubled")
     webhook_url: str | None = Field(None, description="POSTed on completed/failed/cancelled")
     webhook_secret: str | None = Field(None, description="whsec_ base64 secret; generated if unset")
+    webhook_events: list[str] | None = Field(
+        None,
+        description="event types POSTed to the webhook (start, progress, output, log, "
+        "completed, failed, cancelled); unset: the terminal ones. X-Webhook-Events overrides",
+    )
     result_ttl: float = Field(DEFAULT_RESULT_TTL_S, gt=0, description="seconds results are kept")
     max_payload_bytes: int = Field(2 * 1024**3, gt=0, description="larger bodies get 413")
     min_replicas: int = Field(1, ge=0, le=10_000)
@@ -82,6 +87,15 @@ class APIOptions(BaseModel):
             if problem:
                 raise ValueError(problem)
         return value
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _check_webhook_events(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        from .events import parse_event_types
+
+        return list(parse_event_types(value, what="webhook_events"))
 
     @field_validator("webhook_secret")
     @classmethod

@@ -45,6 +45,7 @@ class ChunkItem(TypedDict):
     id: str
     content_type: str
     body: bytes | None  # None: the payload is in storage
+    attempt: NotRequired[int]  # which attempt of the workload this run is (1, 2, ...)
 
 
 class ErrorRecord(TypedDict):

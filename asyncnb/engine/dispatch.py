@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
+from ..contract.events import StreamItem, StreamMessage
 from ..contract.status import APIPhase, Status
 from ..contract.tasks import (
     ChunkItem,
@@ -28,6 +29,7 @@ from .aio import within
 from .api_state import APIState
 from .backends.base import Backend, BackendUnavailable, TaskCancelled, TaskHandle
 from .background import BackgroundTasks
+from .events import EventHub
 from .metrics import GatewayMetrics
 from .outcomes import Chunk, FinishMany, OutcomeHandler
 from .workers import WorkerPool
@@ -51,8 +53,10 @@ class Dispatcher:
         prefetch: int = 1,
         inline_result_bytes: int = 1024 * 1024,
         workers: WorkerPool | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self.backend = backend
+        self.events = events
         self.apis = apis
         self.workers = workers or WorkerPool()
         self.max_chunk = max_chunk
@@ -220,7 +224,13 @@ class Dispatcher:
         key = f"asyncnb-{state.name}-{uuid.uuid4().hex}"
         worker = self.workers.least_loaded(state.options.dask_resources())
         items: list[ChunkItem] = [
-            {"id": w.id, "content_type": w.content_type, "body": w.body} for w in workloads
+            {
+                "id": w.id,
+                "content_type": w.content_type,
+                "body": w.body,
+                "attempt": w.attempts + 1,
+            }
+            for w in workloads
         ]
         try:
             task = self.backend.submit_chunk(
@@ -272,6 +282,37 @@ class Dispatcher:
             self.wake()
         await self.outcomes.settle(state, chunk, outcomes)
 
+    def _on_stream(self, state: APIState, message: StreamMessage) -> None:
+        """Outputs and log lines of a running chunk: to the event hub, per workload, unless
+        they come from a run that is no longer the workload's (a requeued chunk's)."""
+        if self.events is None:
+            return
+        key = message.get("key")
+        chunk = self._chunks.get(key or "")
+        if chunk is None:
+            return
+        by_workload: dict[str, list[StreamItem]] = {}
+        for item in message.get("items", ()):
+            by_workload.setdefault(item.get("id", ""), []).append(item)
+        for workload_id, items in by_workload.items():
+            workload = state.running.get(workload_id)
+            if workload is None or workload.status.finished or workload.chunk_key != key:
+                continue
+            if not chunk.announced:
+                # The worker sends a chunk's start before its items; should it be lost, the
+                # items announce the run. (Dask running the same task again on another worker,
+                # after a worker died, sends a start again: that is a new attempt.)
+                self._on_event(
+                    {
+                        "kind": "start",
+                        "api": state.name,
+                        "ids": [workload_id],
+                        "key": key,
+                        "t": float(items[0].get("t") or time.time()),
+                    }
+                )
+            self.events.stream(workload, key, items)
+
     def _on_outcomes(self, message: OutcomesEvent) -> None:
         chunk = self._chunks.get(message.get("key", ""))
         if chunk is not None:
@@ -288,9 +329,12 @@ class Dispatcher:
         self.wake()
 
     # events from workers -----------------------------------------------------------------
-    def _on_event(self, message: WorkerEvent) -> None:
+    def _on_event(self, message: WorkerEvent | StreamMessage) -> None:
         state = self.apis.get(message.get("api", ""))
         if state is None:
+            return
+        if message["kind"] == "stream":
+            self._on_stream(state, message)
             return
         for workload_id in message.get("ids", ()):
             workload = state.running.get(workload_id)
@@ -308,8 +352,12 @@ class Dispatcher:
                     self._metrics.queue_wait.labels(state.name).observe(
                         workload.started_at - workload.created_at
                     )
+                if self.events is not None:
+                    self.events.started(workload, chunk.key, workload.started_at, chunk.worker)
             elif message["kind"] == "progress":
                 workload.progress = {
                     "fraction": message.get("fraction"),
                     "message": message.get("message"),
                 }
+                if self.events is not None:
+                    self.events.progress(workload, message.get("fraction"), message.get("message"))

@@ -28,6 +28,9 @@ from .cluster_scaler import ClusterScaler, ScalableCluster
 from .delivery import WebhookSender
 from .dispatch import Dispatcher
 from .errors import Conflict, NotFound, StorageTimeout, Unavailable, storage_unavailable
+from .event_store import EventStore
+from .event_webhooks import EventWebhooks, chosen_events
+from .events import EventHub
 from .finished_cache import FinishedCache
 from .keys import APIKey, KeyRing
 from .metrics import GatewayMetrics
@@ -53,6 +56,7 @@ class Engine:
         self.apis: dict[str, APIState] = {}
         self.metrics = GatewayMetrics(lambda: [a.snapshot() for a in self.apis.values()])
         self.tasks = BackgroundTasks()
+        self.events = EventHub(EventStore(storage), self.io, self.tasks)
         self.dispatcher = Dispatcher(
             backend,
             self.apis,
@@ -63,6 +67,7 @@ class Engine:
             max_chunk=self.settings.max_chunk,
             prefetch=self.settings.prefetch,
             inline_result_bytes=self.settings.inline_result_bytes,
+            events=self.events,
         )
         self.scaler = ClusterScaler(
             self.apis,
@@ -77,6 +82,10 @@ class Engine:
             self.settings.webhook_backoff_s,
             policy=self.settings.webhook_policy,
         )
+        self.event_webhooks = EventWebhooks(
+            self.webhooks, self.tasks, self._webhook_destination, self._api_webhook_events
+        )
+        self.events.listen(self.event_webhooks.on_event)
         self._live: dict[str, WorkloadState] = {}
         self._finished = FinishedCache(
             self.settings.finished_cache, self.settings.finished_cache_bytes
@@ -96,12 +105,17 @@ class Engine:
         await self._recover()
         await self.dispatcher.start()
         self.tasks.spawn(self._sweep_forever())
+        self.tasks.spawn(self.events.flush_forever())
         self.tasks.spawn(self._flush_key_usage_forever())
         self.tasks.spawn(self.scaler.run())
 
     async def close(self) -> None:
         self._closed = True
         await self.dispatcher.close()
+        try:
+            await self.events.flush()
+        except Exception:
+            logger.warning("could not store the last events on close", exc_info=True)
         await self.tasks.close()
         await self.webhooks.close()
         try:
@@ -455,6 +469,8 @@ class Engine:
             workload.error = error
             workload.expires_at = now + state.options.result_ttl
             url = workload.webhook_url or webhook_default
+            if url and status.value not in chosen_events(workload, state.options.webhook_events):
+                url = None  # its webhook asked for other events only
             if url:
                 workload.webhook = {"url": url, "status": "pending", "attempts": 0}
             writes.append((workload, status, workload.final_record(status), url))
@@ -490,13 +506,26 @@ class Engine:
             self.metrics.end_to_end.labels(state.name, status.value).observe(latency)
             if status is not Status.CANCELLED:
                 state.finishes.record(now, latency, failed=status is Status.FAILED)
+            self.events.finished(workload, status)
             if workload.done is not None:
                 workload.done.set()
             if url:
                 self.tasks.spawn(self._deliver(state, workload, url))
 
     # webhooks ----------------------------------------------------------------------------
+    def _webhook_destination(self, workload: WorkloadState) -> tuple[str, str] | None:
+        state = self.apis.get(workload.api)
+        if state is None:
+            return None
+        url = workload.webhook_url or state.options.webhook_url
+        return (url, state.webhook_secret) if url else None
+
+    def _api_webhook_events(self, workload: WorkloadState) -> list[str] | None:
+        state = self.apis.get(workload.api)
+        return state.options.webhook_events if state is not None else None
+
     async def _deliver(self, state: APIState, workload: WorkloadState, url: str) -> None:
+        await self.event_webhooks.drain(workload)  # the streamed events go first
         outcome = await self.webhooks.deliver(
             url, state.webhook_secret, f"msg_{workload.id}", workload.webhook_event()
         )
@@ -530,6 +559,7 @@ class Engine:
             )
             self.apis[name] = state
             recovered = await self.io_unbounded(self.store.pending, name)
+            self.events.recovered(w.id for w in recovered)
             for workload in sorted(recovered, key=lambda w: w.created_at):
                 self._live[workload.id] = workload
                 state.queue.push(workload)

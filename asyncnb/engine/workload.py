@@ -55,6 +55,7 @@ class WorkloadState:
         "submitted_by",
         "version",
         "webhook",
+        "webhook_events",
         "webhook_url",
     )
 
@@ -74,6 +75,7 @@ class WorkloadState:
         attempts: int = 0,
         submitted_by: str = OWNER,
         key_id: str | None = None,
+        webhook_events: tuple[str, ...] | None = None,
     ) -> None:
         self.id = id
         self.api = api
@@ -85,6 +87,8 @@ class WorkloadState:
         self.payload_stored = payload_stored
         self.size = size
         self.webhook_url = webhook_url
+        # the event types its webhook gets (X-Webhook-Events); None: the API's choice
+        self.webhook_events = webhook_events
         self.idempotency_key = idempotency_key
         self.attempts = attempts
         # who submitted it: a key's name (and that key's id), or OWNER for the tokens
@@ -126,6 +130,8 @@ class WorkloadState:
             "submitted_by": self.submitted_by,
             "key_id": self.key_id,
         }
+        if self.webhook_events is not None:
+            header["webhook_events"] = list(self.webhook_events)
         return jsoncodec.dumps(header) + b"\n" + (self.body or b"")
 
     @classmethod
@@ -146,6 +152,7 @@ class WorkloadState:
             attempts=header.get("attempts", 0),
             submitted_by=header.get("submitted_by") or OWNER,
             key_id=header.get("key_id"),
+            webhook_events=_event_types(header.get("webhook_events")),
         )
 
     # the views -----------------------------------------------------------------------------
@@ -194,6 +201,8 @@ class WorkloadState:
         record["expires_at"] = self.expires_at
         record["content_type"] = self.content_type
         record["key_id"] = self.key_id
+        if self.webhook_events is not None:
+            record["webhook_events"] = list(self.webhook_events)
         if self.result_data is not None:
             record["_result_b64"] = base64.b64encode(self.result_data).decode()
         record["_result_stored"] = self.result_stored
@@ -211,6 +220,7 @@ class WorkloadState:
             attempts=record.get("attempts", 0),
             submitted_by=record.get("submitted_by") or OWNER,
             key_id=record.get("key_id"),
+            webhook_events=_event_types(record.get("webhook_events")),
         )
         workload.status = Status(record["status"])
         workload.started_at = parse_iso(record.get("started_at"))
@@ -230,6 +240,7 @@ class WorkloadState:
 
     def webhook_event(self) -> dict[str, Any]:
         event: dict[str, Any] = {
+            "type": self.status.value,
             "id": self.id,
             "api": self.api,
             "status": self.status.value,
@@ -246,6 +257,10 @@ class WorkloadState:
         if self.error is not None:
             event["error"] = self.error
         return event
+
+
+def _event_types(value: Any) -> tuple[str, ...] | None:
+    return tuple(str(v) for v in value) if isinstance(value, list) else None
 
 
 class _NoInline:

@@ -21,6 +21,7 @@ from ..contract.version import __version__
 from ..engine.errors import EngineError
 from .asgi import DeployBodyLimit
 from .errors import INTERNAL_ERROR, ErrorAnswer, HTTPError, answer_for, error_answer
+from .event_routes import add_event_routes
 from .fastpath import StatusFastPath
 from .key_routes import add_key_routes
 from .routes import add_admin_routes, add_workload_routes
@@ -52,6 +53,7 @@ def create_app(settings: GatewaySettings, lifespan: Lifespan | None = None) -> F
     _install_error_handlers(app)
     add_admin_routes(app)
     add_key_routes(app)
+    add_event_routes(app)
     add_workload_routes(app)
     return app
 

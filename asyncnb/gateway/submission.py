@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..contract.events import parse_event_types
 from ..contract.names import api_name_problem, workload_id_problem
 from ..contract.settings import GatewaySettings
 from ..contract.status import APIPhase
@@ -116,6 +117,12 @@ async def submit_workload(
     webhook_url = headers.get("x-webhook-url") or None
     if webhook_url and (problem := engine.settings.webhook_policy.problem(webhook_url)):
         raise HTTPError(422, f"X-Webhook-URL: {problem}")
+    webhook_events = None
+    if (events_header := headers.get("x-webhook-events")) is not None:
+        try:
+            webhook_events = parse_event_types(events_header)
+        except ValueError as exc:
+            raise HTTPError(422, str(exc)) from None
     key = headers.get("idempotency-key") or None
     if key is not None and (len(key) > 255 or not key.isprintable()):
         raise HTTPError(422, "Idempotency-Key must be 1-255 printable characters")
@@ -164,6 +171,7 @@ async def submit_workload(
             payload_stored=body.stored,
             size=body.size,
             webhook_url=webhook_url,
+            webhook_events=webhook_events,
             idempotency_key=key,
             submitted_by=caller.name,
             key_id=caller.key_id,

@@ -11,6 +11,11 @@ It shows: state, endpoint and a curl line; counts, throughput and latency; a Veg
 the last ten minutes (`plot.py`); workers and the scaling bounds, with controls; the newest
 workloads, where a click on a row shows that workload in full, with a cancel button; and a
 box that submits a JSON payload.
+
+The selected workload's details also show its last outputs and log lines as they come: one
+more task, for that workload only, reads its event stream (`Workload.astream`, on the same
+loop, no thread) and is cancelled when the selection changes or the widget closes; what it
+reads is shown at most every RENDER_EVERY_S, the rest with the next snapshot.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from typing import Any, Protocol
 import ipywidgets as widgets
 from traitlets import Int, Unicode
 
-from ..client import APISnapshot
+from ..client import APISnapshot, FreshOutputs, describe_output
 from . import templates
 from .panels import DetailsPanel, ScalingControls, TryIt, WorkloadTable, holding
 from .plot import Timeline
+
+RENDER_EVERY_S = 0.25  # the details show what the event stream brought at most this often
 
 
 # What the dashboard uses of an API handle (`asyncnb.client.AsyncAPI` and its `Workload`).
@@ -39,6 +46,8 @@ class WorkloadHandle(Protocol):
     def info(self, wait: float = 0) -> dict[str, Any]: ...
 
     def cancel(self) -> dict[str, Any]: ...
+
+    def astream(self, last_event_id: int | None = None) -> AsyncIterator[dict[str, Any]]: ...
 
 
 class TokenHolder(Protocol):
@@ -81,6 +90,10 @@ def _close_all(children: Any) -> None:
         child.close()
 
 
+# what a terminal event adds to the status record it carries
+_EVENT_FIELDS = ("type", "event_id", "attempt", "timestamp")
+
+
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -110,6 +123,7 @@ class APIDashboard(widgets.VBox):
         self.timeline = Timeline(history_s, interval)
         self._task: asyncio.Task[None] | None = None
         self._actions: set[asyncio.Task[None]] = set()
+        self._events: asyncio.Task[None] | None = None  # reads the selected one's events
         self._status: dict[str, Any] | None = None
         self._rows: list[dict[str, Any]] = []
         self.selected: str | None = None
@@ -225,6 +239,7 @@ class APIDashboard(widgets.VBox):
             workload_id = None
         self.selected = workload_id
         self._unfetched = None
+        self._follow(workload_id)
         now = time.time()
         self.table.show(self._rows, workload_id, now)
         if workload_id is None:
@@ -233,6 +248,53 @@ class APIDashboard(widgets.VBox):
         known = next((r for r in self._rows if r.get("id") == workload_id), None)
         self.details.show(known, now, "" if known else "loading…")
         self._spawn(self._fetch(workload_id))
+
+    def _follow(self, workload_id: str | None) -> None:
+        """Read the event stream of `workload_id` (None: of none) from now on, on the running
+        loop; without one (a script, a test) the details show the snapshots only."""
+        if self._events is not None:
+            self._events.cancel()
+            self._events = None
+        self.details.clear_stream()
+        if workload_id is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._events = loop.create_task(self._read_events(workload_id))
+
+    async def _read_events(self, workload_id: str) -> None:
+        """`GET /{api}/{id}/events`: its outputs and log lines into the details, its terminal
+        event's record too (the workload has ended: no need to wait for the snapshot)."""
+        outputs = FreshOutputs()
+        attempt: Any = None
+        shown = 0.0
+        try:
+            events = self._api.workload(workload_id).astream()
+            async with contextlib.aclosing(events):  # type: ignore[type-var]
+                async for event in events:
+                    if self.selected != workload_id or self.comm is None:
+                        return
+                    kind = event.get("type")
+                    if outputs.fresh(event):
+                        self.details.add_output(describe_output(event))
+                    elif kind == "log":
+                        self.details.add_log(str(event.get("line", "")))
+                    elif kind == "start":
+                        if attempt is not None and event.get("attempt") != attempt:
+                            self.details.add_log(f"--- attempt {event.get('attempt')} ---")
+                        attempt = event.get("attempt")
+                    if kind in templates.FINISHED:
+                        ended = {k: v for k, v in event.items() if k not in _EVENT_FIELDS}
+                        self.details.show(ended, time.time())
+                    elif time.monotonic() - shown >= RENDER_EVERY_S:
+                        self.details.show(self.details.record, time.time())
+                        shown = time.monotonic()
+        except Exception as exc:
+            if self.selected == workload_id and self.comm is not None:
+                self.details.stream_note = f"live outputs and logs stopped: {_reason(exc)}"
+                self.details.show(self.details.record, time.time())
 
     async def _fetch(self, workload_id: str) -> None:
         """`GET /{api}/{id}`: the full record of the selected workload."""
@@ -348,6 +410,7 @@ class APIDashboard(widgets.VBox):
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        self._follow(None)
         for task in list(self._actions):
             task.cancel()
         super().close()

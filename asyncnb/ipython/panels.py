@@ -8,6 +8,7 @@ Every panel updates its widgets inside `hold_sync`, one message per widget per r
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -88,7 +89,8 @@ class WorkloadTable(widgets.VBox):
 
 
 class DetailsPanel(widgets.VBox):
-    """The selected workload in full: result, error with its traceback, timings; cancel."""
+    """The selected workload in full: result, error with its traceback, timings, and its last
+    outputs and log lines while they come (`add_output`, `add_log`); cancel."""
 
     def __init__(self, on_cancel: Callable[[], None], on_close: Callable[[], None]) -> None:
         self.body = widgets.HTML()
@@ -101,6 +103,10 @@ class DetailsPanel(widgets.VBox):
         self.hide.on_click(lambda _button: on_close())
         self.record: dict[str, Any] | None = None
         self.message = ""
+        self.outputs: deque[str] = deque(maxlen=templates.OUTPUTS_SHOWN)
+        self.log_lines: deque[str] = deque(maxlen=templates.LOG_LINES_SHOWN)
+        self.output_count = self.log_count = 0
+        self.stream_note = ""  # why the event stream stopped early
         super().__init__(
             [widgets.HBox([self.cancel, self.hide]), self.body],
             layout=widgets.Layout(
@@ -120,11 +126,30 @@ class DetailsPanel(widgets.VBox):
             same = (record or {}).get("id") == (self.record or {}).get("id")
             message = self.message if same else ""
         self.record, self.message = record, message
+        outputs, logs = list(self.outputs), list(self.log_lines)
+        stream = templates.stream_block(
+            outputs, self.output_count, logs, self.log_count, self.stream_note
+        )
         with holding(self.body, self.cancel):
-            self.body.value = templates.details(record, now, message)
+            self.body.value = templates.details(record, now, message, stream)
             cancellable = record is not None and record.get("status") in templates.CANCELLABLE
             self.cancel.disabled = not cancellable
             self.layout.display = "flex" if record is not None or message else "none"
+
+    def add_output(self, text: str) -> None:
+        self.outputs.append(text)
+        self.output_count += 1
+
+    def add_log(self, line: str) -> None:
+        self.log_lines.append(line)
+        self.log_count += 1
+
+    def clear_stream(self) -> None:
+        """Forget the outputs and log lines shown (another workload is selected)."""
+        self.outputs.clear()
+        self.log_lines.clear()
+        self.output_count = self.log_count = 0
+        self.stream_note = ""
 
 
 class ScalingControls(widgets.HBox):

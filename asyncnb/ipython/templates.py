@@ -11,6 +11,9 @@ from typing import Any
 FINISHED = ("completed", "failed", "cancelled")
 CANCELLABLE = ("in_queue", "in_progress")
 RESULT_SHOWN_CHARS = 200_000  # a longer result is cut in the details (the client has it all)
+OUTPUTS_SHOWN = 20  # the details show the selected workload's last outputs
+LOG_LINES_SHOWN = 50  # and the tail of its log, as they come
+OUTPUT_SHOWN_CHARS = 2_000  # of each output
 CURL_INLINE_CHARS = 300  # a longer example payload goes to a file in the curl line
 NONE = "\u2013"  # an en dash: not known (yet)
 
@@ -312,7 +315,49 @@ def error_block(record: dict[str, Any]) -> str:
     )
 
 
-def details(record: dict[str, Any] | None, now: float, message: str = "") -> str:
+def stream_block(
+    outputs: list[str], total: int, logs: list[str], log_total: int, note: str = ""
+) -> str:
+    """The last outputs (as text, of `total`) and log lines (of `log_total`) of the selected
+    workload, as its event stream brought them, and `note` (why that stream stopped)."""
+    parts = []
+    if outputs:
+        shown = _last(len(outputs), total)
+        items = "".join(
+            f'<li><code style="white-space:pre-wrap">{esc(_cut(text))}</code></li>'
+            for text in outputs
+        )
+        parts.append(
+            f'<div class="asyncnb-outputs"><b>outputs</b> <span style="color:#57606a;'
+            f'font-size:0.85em">({shown})</span><ol start="{total - len(outputs)}" '
+            f'style="margin:2px 0;padding-left:3em;max-height:200px;overflow:auto">{items}'
+            "</ol></div>"
+        )
+    if logs:
+        # column-reverse: the box shows its bottom, the newest lines, without any script
+        parts.append(
+            f'<div class="asyncnb-logs"><b>log</b> <span style="color:#57606a;font-size:0.85em">'
+            f"({_last(len(logs), log_total)} lines)</span>"
+            '<div style="display:flex;flex-direction:column-reverse;max-height:200px;'
+            f'overflow:auto">{pre(chr(10).join(logs), 10_000)}</div></div>'
+        )
+    if note:
+        parts.append(f'<div style="font-size:0.85em">{problem(note)}</div>')
+    return "".join(parts)
+
+
+def _last(shown: int, total: int) -> str:
+    return f"the last {shown} of {total}" if total > shown else str(total)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= OUTPUT_SHOWN_CHARS:
+        return text
+    return text[:OUTPUT_SHOWN_CHARS] + f"… ({len(text) - OUTPUT_SHOWN_CHARS} more characters)"
+
+
+def details(record: dict[str, Any] | None, now: float, message: str = "", stream: str = "") -> str:
+    """The selected workload in full; `stream`: its `stream_block`."""
     if record is None:
         return f'<div class="asyncnb-details-body">{message}</div>' if message else ""
     status = str(record.get("status", "?"))
@@ -334,6 +379,7 @@ def details(record: dict[str, Any] | None, now: float, message: str = "") -> str
         f"{' · '.join(facts)}</span>"
         + (f"<div>{bar}</div>" if bar else "")
         + timings(record, now)
+        + stream
         + result_block(record)
         + error_block(record)
         + (f"<div>{message}</div>" if message else "")

@@ -21,19 +21,18 @@ import cloudpickle
 
 from ..contract.predictor import Predictor, build_predictor, decode_payload, encode_result
 from ..contract.tasks import (
-    EVENT_TOPIC,
     OUTCOMES_TOPIC,
     ChunkItem,
     ChunkSpec,
     ErrorRecord,
     Outcome,
-    ProgressEvent,
     StartEvent,
     WarmResult,
     error_record,
 )
 from ..storage import Storage, storage_from_description
 from .progress import clear_running, current_running, set_running
+from .streaming import ChunkStream, FailedItem, WorkloadRun
 
 # (api, version) → built predictor. __init__ runs once per worker process per version.
 _predictors: dict[tuple[str, int], Predictor] = {}
@@ -59,12 +58,6 @@ def _current_worker() -> Any:
         return get_worker()
     except (ValueError, ImportError):
         return None
-
-
-def _emit(message: ProgressEvent) -> None:
-    worker = _current_worker()
-    if worker is not None:
-        worker.log_event(EVENT_TOPIC, message)
 
 
 def _task_key(worker: Any) -> str | None:
@@ -251,7 +244,7 @@ _START_EVENT_AFTER_S = 0.005
 
 def _run_chunk(spec: ChunkSpec, items: list[ChunkItem]) -> list[Outcome]:
     started = time.time()
-    worker = _current_worker()  # the timer's thread is not a task thread: capture it here
+    worker = _current_worker()  # the stream's clock thread is not a task thread: capture it
     start_event: StartEvent = {
         "kind": "start",
         "api": spec["api"],
@@ -261,19 +254,17 @@ def _run_chunk(spec: ChunkSpec, items: list[ChunkItem]) -> list[Outcome]:
     }
     # A chunk that ends within a few milliseconds needs no "started" event (its outcome says
     # so), and sending one would hold its result behind the event in Dask's batched stream.
-    announce = threading.Timer(
-        _START_EVENT_AFTER_S,
-        lambda: worker.log_event(EVENT_TOPIC, start_event) if worker is not None else None,
-    )
-    announce.daemon = True
-    announce.start()
+    # The stream sends it after that, or before the chunk's first output, log line or progress.
+    stream = ChunkStream(worker, start_event, spec["storage"], start_after=_START_EVENT_AFTER_S)
     try:
-        return _run_items(spec, items, started)
+        return _run_items(spec, items, started, stream)
     finally:
-        announce.cancel()
+        stream.close()  # every item out, before the outcomes
 
 
-def _run_items(spec: ChunkSpec, items: list[ChunkItem], started: float) -> list[Outcome]:
+def _run_items(
+    spec: ChunkSpec, items: list[ChunkItem], started: float, stream: ChunkStream
+) -> list[Outcome]:
     try:
         predictor = load_predictor(spec)
     except PredictorInitError as exc:
@@ -281,27 +272,35 @@ def _run_items(spec: ChunkSpec, items: list[ChunkItem], started: float) -> list[
         return [_failure(i["id"], error, started, init_failed=True) for i in items]
     batch_size = int(spec.get("max_batch_size", 1))
     if batch_size > 1 and predictor.has_batch:
-        return _run_batches(spec, predictor, items, batch_size)
-    return [_run_one(spec, predictor, item) for item in items]
+        return _run_batches(spec, predictor, items, batch_size, stream)
+    return [_run_one(spec, predictor, item, stream) for item in items]
 
 
-def _run_one(spec: ChunkSpec, predictor: Predictor, item: ChunkItem) -> Outcome:
+def _run_one(
+    spec: ChunkSpec, predictor: Predictor, item: ChunkItem, stream: ChunkStream
+) -> Outcome:
     started = time.time()
-    token = set_running(spec["api"], [item["id"]], _emit, spec["storage"])
+    run = stream.run([item], batch=not predictor.has_single)
+    token = set_running(spec["api"], [item["id"]], run.progress, spec["storage"], run)
     try:
         payload = _read_payload(spec, item)
         value = call_with_timeout(
-            lambda: predictor.predict(payload, item["id"]), spec.get("timeout_s")
+            lambda: run.collect(predictor.predict(payload, item["id"])), spec.get("timeout_s")
         )
         return _success(spec, item["id"], value, started)
     except Exception as exc:
         return _failure(item["id"], _user_error(exc), started)
     finally:
         clear_running(token)
+        run.end()
 
 
 def _run_batches(
-    spec: ChunkSpec, predictor: Predictor, items: list[ChunkItem], batch_size: int
+    spec: ChunkSpec,
+    predictor: Predictor,
+    items: list[ChunkItem],
+    batch_size: int,
+    stream: ChunkStream,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for start in range(0, len(items), batch_size):
@@ -315,11 +314,13 @@ def _run_batches(
                 outcomes.append(_failure(item["id"], _user_error(exc), started))
         if not ready:
             continue
-        token = set_running(spec["api"], [item["id"] for item, _ in ready], _emit)
+        run = stream.run([item for item, _ in ready], batch=True)
+        ids = [item["id"] for item, _ in ready]
+        token = set_running(spec["api"], ids, run.progress, spec["storage"], run)
         try:
             payloads = [p for _, p in ready]
             values = call_with_timeout(
-                functools.partial(predictor.predict_batch, payloads), spec.get("timeout_s")
+                functools.partial(_predict_batch, run, predictor, payloads), spec.get("timeout_s")
             )
         except Exception as exc:
             error = _user_error(exc)
@@ -327,9 +328,17 @@ def _run_batches(
             continue
         finally:
             clear_running(token)
+            run.end()
         for (item, _), value in zip(ready, values, strict=True):
+            if isinstance(value, FailedItem):  # its generator raised
+                outcomes.append(_failure(item["id"], _user_error(value.error), started))
+                continue
             try:
                 outcomes.append(_success(spec, item["id"], value, started))
             except Exception as exc:
                 outcomes.append(_failure(item["id"], _user_error(exc), started))
     return outcomes
+
+
+def _predict_batch(run: WorkloadRun, predictor: Predictor, payloads: list[Any]) -> list[Any]:
+    return run.collect_batch(predictor.predict_batch(payloads))

@@ -1,4 +1,8 @@
-"""`report_progress`: called inside predict, it updates the running workloads' status."""
+"""`report_progress`: called inside predict, it updates the running workloads' status.
+
+`Running`, in a contextvar, is what the current thread runs: progress reports, `emit()` and
+the capture of stdout/stderr/logging (runtime/streaming.py) all find their workloads by it.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class Running:
     ids: Sequence[str]
     emit: Callable[[ProgressEvent], None]
     storage: StorageDescription | None = None
+    sink: object | None = None  # a streaming.WorkloadRun: where outputs and log lines go
     last_sent: float = field(default=0.0)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,8 +68,9 @@ def set_running(
     ids: Sequence[str],
     emit: Callable[[ProgressEvent], None],
     storage: StorageDescription | None = None,
+    sink: object | None = None,
 ) -> contextvars.Token[Running | None]:
-    return _current.set(Running(api=api, ids=ids, emit=emit, storage=storage))
+    return _current.set(Running(api=api, ids=ids, emit=emit, storage=storage, sink=sink))
 
 
 def current_running() -> Running | None:

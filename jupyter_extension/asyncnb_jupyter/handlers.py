@@ -58,7 +58,9 @@ FORWARDED_REQUEST_HEADERS = (
     "Content-Length",
     "Idempotency-Key",
     "X-Webhook-URL",
+    "X-Webhook-Events",
     "X-Priority",
+    "Last-Event-ID",
     "Prefer",
     "Accept",
 )
@@ -205,12 +207,18 @@ class ProxyHandler(AsyncNBHandler):
             return
         if "Content-Length" in response.headers:
             self.set_header("Content-Length", response.headers["Content-Length"])
+        streaming = content_type.startswith("text/event-stream")
+        if streaming:
+            self.set_header("Cache-Control", "no-store")
+            self.set_header("X-Accel-Buffering", "no")
+            await self.flush()  # the headers now: a client knows the stream is open
         pending = 0
         try:
             async for chunk in response.aiter_raw():
                 self.write(chunk)
                 pending += len(chunk)
-                if pending >= FLUSH_BYTES:
+                # An event stream goes out event by event, never held back in a buffer.
+                if pending >= FLUSH_BYTES or streaming:
                     await self.flush()
                     pending = 0
         except StreamClosedError:
@@ -528,7 +536,8 @@ class WorkloadHandler(KeyOrJupyterHandler):
 
 class ResultHandler(KeyOrJupyterHandler):
     """`/asyncnb/{api}/{id}/result`: the raw result, streamed; `.../notebook` likewise the
-    executed notebook of a notebook API (`?format=html`)."""
+    executed notebook of a notebook API (`?format=html`); `.../events` the workload's
+    Server-Sent Events, relayed event by event; `.../logs` its log."""
 
     @key_or_jupyter
     async def get(self, api: str, workload_id: str, view: str) -> None:
@@ -578,6 +587,6 @@ default_handlers: list[tuple[str, type[web.RequestHandler]]] = [
     (rf"/asyncnb/{API}", APIRouteHandler),
     (rf"/asyncnb/{API}/workloads", WorkloadListHandler),
     (rf"/asyncnb/{API}/{WORKLOAD}", WorkloadHandler),
-    (rf"/asyncnb/{API}/{WORKLOAD}/(?P<view>result|notebook)", ResultHandler),
+    (rf"/asyncnb/{API}/{WORKLOAD}/(?P<view>result|notebook|events|logs)", ResultHandler),
     (r"/asyncnb/(.*)", NotFoundHandler),
 ]

@@ -48,7 +48,15 @@ class Reverse:
     def predict(self, payload):
         return bytes(payload)[::-1]
 
-for name, cls in [("echo", Echo), ("other", Echo), ("sleeper", Sleeper), ("reverse", Reverse)]:
+class Streamer:
+    def predict(self, payload):
+        for n in range(int(payload["n"])):
+            time.sleep(float(payload["delay"]))
+            print("line", n)
+            yield n
+
+for name, cls in [("echo", Echo), ("other", Echo), ("sleeper", Sleeper), ("reverse", Reverse),
+                  ("streamer", Streamer)]:
     asyncnb.deploy(cls, name, max_concurrency=2)
 print("deployed")
 """
@@ -58,7 +66,7 @@ KEY_ONLY = "reaches only the workload routes"
 
 
 class Deployed:
-    """The module's Jupyter server, with echo, other, sleeper and reverse deployed."""
+    """The module's Jupyter server, with echo, other, sleeper, reverse and streamer deployed."""
 
     def __init__(self, server: JupyterServer, storage: Path) -> None:
         self.server = server
@@ -129,7 +137,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             finally:
                 kernel.close()
             assert owner.delete(f"/api/kernels/{kernel.id}").status_code == 204
-            for name in ("echo", "other", "sleeper", "reverse"):
+            for name in ("echo", "other", "sleeper", "reverse", "streamer"):
                 deadline = time.monotonic() + 120
                 while owner.get(f"/asyncnb/{name}").json().get("state") != "ready":
                     assert time.monotonic() < deadline, f"{name} not ready"
@@ -548,3 +556,40 @@ def test_no_key_in_logs_answers_or_storage(deployed: Deployed) -> None:
     # The listing shows every key by its public prefix only.
     listed = json.loads(listing)["keys"]
     assert {k["prefix"] for k in listed} >= {f"ank_{key_id}_" for key_id, _ in filter(None, parsed)}
+
+
+# streaming through the proxy (issue 16) ---------------------------------------------------------
+def test_a_key_streams_its_workloads_events_through_the_proxy(deployed: Deployed) -> None:
+    """The extension relays the gateway's Server-Sent Events event by event (not buffered
+    until the end), and `Last-Event-ID` reaches the gateway."""
+    key = deployed.key("stella", apis=["streamer"])
+    with deployed.as_key(key) as stella:
+        accepted = stella.post("/asyncnb/streamer", json={"n": 4, "delay": 0.4})
+        assert accepted.status_code == 202, accepted.text
+        path = local(accepted.headers["Location"])
+        events: list[tuple[float, dict[str, Any]]] = []
+        status_at_first_output = None
+        with stella.stream("GET", path + "/events", headers={"Accept": "text/event-stream"}) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-")
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[len("data: ") :])
+                    events.append((time.monotonic(), event))
+                    if event["type"] == "output" and status_at_first_output is None:
+                        status_at_first_output = stella.get(path).json()["status"]
+        assert status_at_first_output == "in_progress"
+        outputs = [(t, e) for t, e in events if e["type"] == "output"]
+        assert [e["value"] for _, e in outputs] == [0, 1, 2, 3]
+        assert outputs[-1][0] - outputs[0][0] > 0.6  # they came as they were made
+        assert events[-1][1]["type"] == "completed"
+        resumed = stella.get(
+            path + "/events", headers={"Accept": "text/event-stream", "Last-Event-ID": "3"}
+        )
+        ids = [int(x[4:]) for x in resumed.text.splitlines() if x.startswith("id: ")]
+        assert ids and ids[0] == 4 and ids == sorted(set(ids))
+        logs = stella.get(path + "/logs")
+        assert logs.status_code == 200 and logs.text == "line 0\nline 1\nline 2\nline 3\n"
+    # another key gets nothing of it
+    with deployed.as_key(deployed.key("snoop", apis=["streamer"])) as snoop:
+        assert snoop.get(path + "/events").status_code == 403
+        assert snoop.get(path + "/logs").status_code == 403

@@ -134,3 +134,29 @@ class Marked:
         open(os.path.join(self.folder, str(os.getpid())), "w").close()
         time.sleep(float(payload.get("sleep", 0)))
         return {"name": payload.get("name"), "pid": os.getpid()}
+
+
+class Streamer:
+    """A generator predictor: `n` outputs `delay` seconds apart, a log line before each."""
+
+    def predict(self, payload: Any) -> Any:
+        for index in range(int(payload.get("n", 5))):
+            time.sleep(float(payload.get("delay", 0.3)))
+            print(f"making output {index}")
+            yield {"index": index, "tag": payload.get("tag")}
+
+
+class Chatty:
+    """Writes `lines` lines tagged with its payload's tag to stdout, stderr and logging."""
+
+    def predict(self, payload: Any) -> Any:
+        import logging
+        import sys
+
+        tag = payload["tag"]
+        for n in range(int(payload.get("lines", 50))):
+            print(f"{tag} stdout {n}")
+            sys.stderr.write(f"{tag} stderr {n}\n")
+            logging.getLogger("chatty").warning("%s logging %s", tag, n)
+            time.sleep(0.002)
+        return tag

@@ -94,7 +94,7 @@ def test_deploy_submit_status_cancel_get(gateway: Gateway, tmp_path: Path) -> No
     run("deploy", f"{PREDICTORS}:Sleepy", "--name", "cli-slow", gateway=gateway)
     gateway.wait_ready("cli-slow")
     ids = [
-        run("submit", "cli-slow", "--json", '{"sleep": 2}', gateway=gateway).stdout.strip()
+        run("submit", "cli-slow", "--json", '{"sleep": 4}', gateway=gateway).stdout.strip()
         for _ in range(3)
     ]
     cancelled = run("cancel", "cli-slow", ids[-1], gateway=gateway)

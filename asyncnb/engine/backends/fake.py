@@ -84,6 +84,22 @@ class FakeTask:
             }
         )
 
+    def stream(self, items: list[dict[str, Any]]) -> None:
+        """Outputs and log lines, as a worker batches them (`seq` is added per workload, and
+        `id` defaults to the task's only workload)."""
+        seqs = self.__dict__.setdefault("_seqs", {})
+        sent = []
+        for item in items:
+            item = {"type": "output", "t": time.time(), **item}
+            item.setdefault("id", self.ids[0])
+            item.setdefault("attempt", 1)
+            item.setdefault("seq", seqs.get(item["id"], -1) + 1)
+            seqs[item["id"]] = item["seq"]
+            sent.append(item)
+        self.backend.emit(
+            {"kind": "stream", "api": self.spec["api"], "key": self.key, "items": sent}
+        )
+
     def finish(self, result: Any = None) -> None:
         """End with `result` (a list of outcomes, or None after `publish`)."""
         self._result = result

@@ -103,6 +103,21 @@ class FakeWorkload:
         self.api.records[self.id] = ended
         return ended
 
+    async def astream(self, last_event_id: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """`GET /{api}/{id}/events`: `api.events[id]`, in turn ("hang": no more news; an
+        exception: raised there), then the stream ends."""
+        self.api.calls.append(("astream", self.id))
+        try:
+            for item in self.api.events.get(self.id, []):
+                await asyncio.sleep(0)
+                if item == "hang":
+                    await asyncio.Event().wait()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.api.closed_streams.append(self.id)
+
 
 class FakeAPI:
     """What the dashboard uses of `asyncnb.client.AsyncAPI`, answering like a gateway."""
@@ -118,6 +133,8 @@ class FakeAPI:
         self.records = {r["id"]: r for r in self.rows}
         self.later: dict[str, list[dict[str, Any]]] = {}  # what info() answers next, in turn
         self.snapshots: list[APISnapshot] = []
+        self.events: dict[str, list[Any]] = {}  # what astream() yields, per workload
+        self.closed_streams: list[str] = []
         self.calls: list[tuple[str, Any]] = []
 
     def status(self) -> dict[str, Any]:
