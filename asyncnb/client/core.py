@@ -1,12 +1,12 @@
-"""The client proper: `Client` (one gateway), `AsyncAPI` (one API), `Workload` (one workload)."""
+"""The client proper: `Client` (one gateway) and `AsyncAPI` (one API); `Workload` (one
+workload) is workload.py."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,27 +15,21 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..contract.keys import looks_like_key
-from ..contract.names import workload_id_problem
 from ..contract.options import EXAMPLE_MAX_BYTES
 from ..contract.predictor import (
     JSON_TYPE,
     check_predictor_class,
-    decode_payload,
     encode_payload,
 )
 from ..errors import (
     GatewayError,
     GatewayUnreachable,
     UsageError,
-    WorkloadCancelled,
-    WorkloadFailed,
 )
-from .events import afresh_outputs, astream_events, fresh_outputs, stream_events
 from .pickling import pickle_predictor
 from .sharing import SharedKey
 from .text import checked_api_name, describe_api, explain_detail
-
-_LONG_POLL_S = 20.0
+from .workload import Workload
 
 # name → handle of every API deployed from this process, so `asyncnb.api(name)` finds it on
 # the gateway it was deployed to
@@ -84,6 +78,11 @@ class Client:
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @property
+    def http(self) -> httpx.Client:
+        """The connection pool of this client (authenticated, with its base URL)."""
+        return self._http
 
     def async_http(self, timeout: float = 10.0) -> httpx.AsyncClient:
         """An asynchronous HTTP client for this gateway, for the caller's event loop (close it)."""
@@ -437,103 +436,3 @@ class AsyncAPI:
                 raise UsageError(explain_detail(exc.detail)) from None
             raise
         return dict(answer.json())
-
-
-class Workload:
-    """One submitted workload."""
-
-    def __init__(self, api: AsyncAPI, workload_id: str) -> None:
-        problem = workload_id_problem(workload_id)
-        if problem:
-            raise UsageError(problem)
-        self.api = api
-        self.id = workload_id
-        self.path = f"/{api.name}/{workload_id}"  # of its routes on the gateway
-
-    def __repr__(self) -> str:
-        return f"<Workload {self.api.name}/{self.id}>"
-
-    @property
-    def url(self) -> str:
-        return f"{self.api.url}/{self.id}"
-
-    def info(self, wait: float = 0) -> dict[str, Any]:
-        headers = {"Prefer": f"wait={wait:g}"} if wait > 0 else {}
-        try:
-            return dict(self.api.client.get_json(self.path, headers=headers))
-        except GatewayError as exc:
-            if exc.status_code in (400, 404):
-                raise UsageError(str(exc.detail)) from None
-            raise
-
-    def status(self) -> str:
-        return str(self.info()["status"])
-
-    def progress(self) -> dict[str, Any] | None:
-        return self.info().get("progress")
-
-    def notebook(self, format: str = "ipynb") -> bytes:
-        """The executed notebook of a notebook API's workload (`format="html"` to render)."""
-        params = {"format": format}
-        return self.api.client.request("GET", f"{self.path}/notebook", params=params).content
-
-    def cancel(self) -> dict[str, Any]:
-        return dict(self.api.client.request("DELETE", self.path).json())
-
-    # what it emits while it runs (`GET /{api}/{id}/events` and `/logs`: client/events.py)
-    def stream(
-        self, last_event_id: int | None = None, *, reconnect_s: float = 60.0
-    ) -> Iterator[dict[str, Any]]:
-        """Its events as dicts (start, progress, output, log; last the terminal one, with the
-        status record) after `last_event_id` (None: all); resumes by itself after a drop or
-        a gateway restart, EventStreamLost when none answered for `reconnect_s` seconds."""
-        http, path = self.api.client._http, f"{self.path}/events"
-        return stream_events(http, path, str(self), last_event_id, reconnect_s)
-
-    def astream(
-        self, last_event_id: int | None = None, *, reconnect_s: float = 60.0
-    ) -> AsyncIterator[dict[str, Any]]:
-        """`stream()` on the running event loop: `async for event in workload.astream()`."""
-        http, path = self.api.client.async_http, f"{self.path}/events"
-        return astream_events(http, path, str(self), last_event_id, reconnect_s)
-
-    def outputs(self, *, reconnect_s: float = 60.0) -> Iterator[Any]:
-        """Its outputs' values as they come (bytes for binary ones, None for one too large
-        for an event), each index once across attempts; raises as `result()` does when it
-        ends failed or cancelled."""
-        return fresh_outputs(self.stream(reconnect_s=reconnect_s))
-
-    def aoutputs(self, *, reconnect_s: float = 60.0) -> AsyncIterator[Any]:
-        """`outputs()` on the running event loop: `async for value in workload.aoutputs()`."""
-        return afresh_outputs(self.astream(reconnect_s=reconnect_s))
-
-    def logs(self) -> str:
-        """Its log: the newest 1 MiB of its latest attempt's stdout, stderr and logging."""
-        try:
-            return self.api.client.request("GET", f"{self.path}/logs").text
-        except GatewayError as exc:
-            if exc.status_code in (400, 404):
-                raise UsageError(str(exc.detail)) from None
-            raise
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the result; raises WorkloadFailed, WorkloadCancelled or TimeoutError."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = _LONG_POLL_S if deadline is None else deadline - time.monotonic()
-            info = self.info(wait=max(0.0, min(left, _LONG_POLL_S)))
-            status = info["status"]
-            if status == "completed":
-                return self._result_of(info)
-            if status == "failed":
-                raise WorkloadFailed(self.id, info.get("error") or {})
-            if status == "cancelled":
-                raise WorkloadCancelled(self.id)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"workload {self.id} is still {status} after {timeout:g} s")
-
-    def _result_of(self, info: dict[str, Any]) -> Any:
-        if "result" in info:
-            return info["result"]
-        response = self.api.client.request("GET", f"{self.path}/result")
-        return decode_payload(response.content, response.headers.get("content-type"))

@@ -1,7 +1,7 @@
 """`report_progress`: called inside predict, it updates the running workloads' status.
 
 `Running`, in a contextvar, is what the current thread runs: progress reports, `emit()` and
-the capture of stdout/stderr/logging (runtime/streaming.py) all find their workloads by it.
+the capture of stdout/stderr/logging (runtime/capture.py) all find their workloads by it.
 """
 
 from __future__ import annotations

@@ -4,14 +4,9 @@ Outputs are what a generator `predict` yields (for `predict_batch`, one generato
 consumed round-robin) and what `emit(value)` sends; a generator's result is the JSON list of
 its attempt's output values (`encode_output`) in order: output `index` i is element i.
 
-Log lines are what a workload writes to `sys.stdout`/`sys.stderr` and the `logging` records that
-reach the root logger (`LOG_FORMAT`; loggers' levels still apply: the root's is WARNING unless
-configured) while it runs, in its thread or one its context was copied to (`call_with_timeout`,
-`asyncio.to_thread`; not a bare `threading.Thread`). The workload's contextvar routes them, so
-concurrent workloads of one process never mix lines. Writes still reach the worker's own
-stdout/stderr too; writes through `sys.stdout.buffer` or to fds 1/2 (C code, subprocesses) are
-not captured. A `predict_batch` call's lines belong to every workload of its batch. A line
-keeps its part after the last `\\r` (progress bars) and is cut at MAX_LOG_LINE.
+Log lines are the workload's stdout/stderr and logging, as `capture` takes them (what it takes
+and what it does not is said there). A `predict_batch` call's lines belong to every workload of
+its batch. A line keeps its part after the last `\\r` (progress bars) and is cut at MAX_LOG_LINE.
 
 Each chunk's items travel as `StreamMessage`s on `EVENT_TOPIC`: at most one every
 FLUSH_INTERVAL_S (earlier when MAX_MESSAGE_BYTES of items are waiting), always after the
@@ -23,14 +18,11 @@ LOG_CAP_BYTES of log items (then one notice line); its newest LOG_CAP_BYTES of l
 from __future__ import annotations
 
 import inspect
-import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from ..contract.events import (
@@ -43,19 +35,16 @@ from ..contract.events import (
 )
 from ..contract.predictor import encode_result
 from ..contract.tasks import EVENT_TOPIC, ChunkItem, ProgressEvent, StartEvent, StorageDescription
+from .capture import LogSink, output_capture, uncaptured
 from .progress import current_running
 
 FLUSH_INTERVAL_S = 0.05  # at most one stream message per chunk this often
 # Of items in one message: past it, the message goes now. The scheduler keeps the last 1,000
 # messages of the topic, so this bounds what streaming costs it (about 100 MB at most).
 MAX_MESSAGE_BYTES = 64 * 1024
-LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 _MIB = LOG_CAP_BYTES // (1024 * 1024)
 CAP_NOTICE = f"[asyncnb] log output past {_MIB} MiB: GET /logs has the newest {_MIB} MiB"
 _ITEM_BYTES = 120  # what an item's other fields weigh, roughly
-
-# Set while asyncnb itself sends or stores: what that writes or logs is nobody's log.
-_internal = threading.local()
 
 
 class FailedItem:
@@ -228,14 +217,12 @@ class ChunkStream:
                 self._log({**message, "items": [item]})
 
     def _log(self, message: Any) -> bool:
-        _internal.on = True
-        try:
-            self.worker.log_event(EVENT_TOPIC, message)
-            return True
-        except Exception:
-            return False
-        finally:
-            _internal.on = False
+        with uncaptured():
+            try:
+                self.worker.log_event(EVENT_TOPIC, message)
+                return True
+            except Exception:
+                return False
 
 
 class _Workload:
@@ -254,7 +241,7 @@ class _Workload:
         self.capped = False
 
 
-class WorkloadRun:
+class WorkloadRun(LogSink):
     """What one predict/predict_batch call emits (the `sink` of its `progress.Running`)."""
 
     def __init__(self, chunk: ChunkStream, items: Sequence[ChunkItem], *, batch: bool) -> None:
@@ -265,7 +252,7 @@ class WorkloadRun:
         self._partial: dict[str, str] = {}
         self._skipping: set[str] = set()  # streams whose overlong line is cut until "\n"
         self.closed = False
-        _capture.acquire()
+        output_capture.acquire()
 
     # from the workload -----------------------------------------------------------------------
     def progress(self, message: ProgressEvent) -> None:
@@ -381,25 +368,23 @@ class WorkloadRun:
                 if rest and stream not in self._skipping:
                     self._line(rest, stream)
             self.closed = True
-        _capture.release()
+        output_capture.release()
         if self.chunk.storage is not None:
             self._store_tails(self.chunk.storage)
 
     def _store_tails(self, description: StorageDescription) -> None:
         from ..storage import storage_from_description
 
-        _internal.on = True
-        try:
-            storage = storage_from_description(description)
-            for workload in self.workloads:
-                if workload.tail:
-                    text = "".join(line + "\n" for line, _ in workload.tail)
-                    path = storage.logs_path(self.chunk.api, workload.id, workload.attempt)
-                    storage.write_bytes(path, text.encode("utf-8"))
-        except Exception:
-            pass  # a log that cannot be stored must not fail the workload
-        finally:
-            _internal.on = False
+        with uncaptured():
+            try:
+                storage = storage_from_description(description)
+                for workload in self.workloads:
+                    if workload.tail:
+                        text = "".join(line + "\n" for line, _ in workload.tail)
+                        path = storage.logs_path(self.chunk.api, workload.id, workload.attempt)
+                        storage.write_bytes(path, text.encode("utf-8"))
+            except Exception:
+                pass  # a log that cannot be stored must not fail the workload
 
     def _line(self, line: str, stream: str, level: str | None = None) -> None:
         line = _last_part(line)
@@ -446,122 +431,3 @@ def _last_part(line: str) -> str:
         return line
     parts = [part for part in line.split("\r") if part]
     return parts[-1] if parts else ""
-
-
-# capture: installed while workloads run -------------------------------------------------------
-_STREAM_HANDLER_EMIT = logging.StreamHandler.emit.__code__
-
-
-def _current_sink() -> WorkloadRun | None:
-    if getattr(_internal, "on", False):
-        return None
-    running = current_running()
-    sink = running.sink if running is not None else None
-    return sink if isinstance(sink, WorkloadRun) else None
-
-
-def _loggers(record: logging.LogRecord) -> list[logging.Logger]:
-    """The loggers whose handlers see `record`: its own, then its parents while it propagates."""
-    chain: list[logging.Logger] = []
-    logger: logging.Logger | None = logging.getLogger(record.name)
-    while logger is not None:
-        chain.append(logger)
-        logger = logger.parent if logger.propagate else None
-    return chain
-
-
-def _from_logging(frame: FrameType | None) -> bool:
-    """Written by a logging.StreamHandler, for a record that the capture handler takes too."""
-    if frame is None or frame.f_code is not _STREAM_HANDLER_EMIT:
-        return False
-    record = frame.f_locals.get("record")
-    return isinstance(record, logging.LogRecord) and logging.root in _loggers(record)
-
-
-class _StreamProxy:
-    """sys.stdout/sys.stderr: forwards every write to the stream it replaced and, while a
-    workload runs in the writing thread, gives the text to that workload's log too."""
-
-    def __init__(self, name: str, original: Any) -> None:
-        self._name = name
-        self._original = original
-
-    def write(self, text: str) -> int:
-        if isinstance(text, str) and text:
-            try:
-                sink = _current_sink()
-                if sink is not None and not _from_logging(sys._getframe(1)):
-                    sink.write(self._name, text)
-            except Exception:
-                pass
-        if self._original is None:
-            return len(text)
-        written: int = self._original.write(text)
-        return written
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        if self._original is not None:
-            self._original.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._original, name)
-
-
-class _CaptureHandler(logging.Handler):
-    """On the root logger while workloads run: the records of the writing thread's workload.
-    A record no other handler sees still goes to logging.lastResort (stderr), as before."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter(LOG_FORMAT))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sink = _current_sink()
-            if sink is not None:
-                sink.log_record(self.format(record), record.levelname)
-            last = logging.lastResort
-            if (
-                last is not None
-                and record.levelno >= last.level
-                and not any(h is not self for lg in _loggers(record) for h in lg.handlers)
-            ):
-                last.handle(record)
-        except Exception:
-            pass
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        pass
-
-
-class _Capture:
-    """The stdout/stderr proxies (installed once, again if someone replaced them) and the root
-    logger's handler, there only while runs are: so `logging.basicConfig()` in a predictor's
-    __init__ still finds the root logger without handlers and configures it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs = 0
-        self.handler = _CaptureHandler()
-
-    def acquire(self) -> None:
-        with self._lock:
-            for name in ("stdout", "stderr"):
-                if not isinstance(getattr(sys, name), _StreamProxy):
-                    setattr(sys, name, _StreamProxy(name, getattr(sys, name)))
-            self._runs += 1
-            if self.handler not in logging.root.handlers:
-                logging.root.addHandler(self.handler)
-
-    def release(self) -> None:
-        with self._lock:
-            self._runs = max(0, self._runs - 1)
-            if self._runs == 0:
-                logging.root.removeHandler(self.handler)
-
-
-_capture = _Capture()
