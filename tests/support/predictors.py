@@ -159,4 +159,4 @@ class Chatty:
             sys.stderr.write(f"{tag} stderr {n}\n")
             logging.getLogger("chatty").warning("%s logging %s", tag, n)
             time.sleep(0.002)
-        return tag
+        return {"tag": tag, "pid": os.getpid()}

@@ -54,9 +54,7 @@ SECRETS: dict[str, Any] = {}
 @pytest.fixture(scope="module")
 def streaming(client: Client, gateway: Gateway) -> Gateway:
     SECRETS["streamer"] = client.deploy(predictors.Streamer, "streamer").webhook_secret
-    client.deploy(predictors.Chatty, "chatty", max_concurrency=2)
     gateway.wait_ready("streamer")
-    gateway.wait_ready("chatty")
     return gateway
 
 
@@ -115,18 +113,30 @@ def test_last_event_id_resumes_without_duplicates(streaming: Gateway) -> None:
     assert rest[-1]["event"] == "completed"
 
 
-def test_logs_of_concurrent_workloads_stay_apart(streaming: Gateway) -> None:
-    with streaming.client() as http:
-        ids = {
-            tag: http.post("/chatty", json={"tag": tag, "lines": 60}).json()["id"]
-            for tag in ("alpha", "beta", "gamma", "delta")
-        }
-        for workload_id in ids.values():
-            record = http.get(f"/chatty/{workload_id}", headers={"Prefer": "wait=60"}).json()
-            assert record["status"] == "completed", record
-        logs = {tag: http.get(f"/chatty/{wid}/logs").text for tag, wid in ids.items()}
-        records = [http.get(f"/chatty/{wid}").json() for wid in ids.values()]
-    # with max_concurrency 2 on two workers, some ran at the same time in one process
+def test_logs_of_concurrent_workloads_stay_apart(tmp_path: Path) -> None:
+    """One worker process, running two workloads at a time on two threads: each workload's
+    log holds its own lines only."""
+    gateway = Gateway(
+        "--storage", str(tmp_path / "s"), "--workers", "1", "--threads-per-worker", "2"
+    ).start()
+    try:
+        with Client(gateway.url) as owner:
+            owner.deploy(predictors.Chatty, "chatty", max_concurrency=2)
+        gateway.wait_ready("chatty")
+        with gateway.client() as http:
+            ids = {
+                tag: http.post("/chatty", json={"tag": tag, "lines": 60}).json()["id"]
+                for tag in ("alpha", "beta", "gamma", "delta")
+            }
+            records = []
+            for workload_id in ids.values():
+                record = http.get(f"/chatty/{workload_id}", headers={"Prefer": "wait=60"}).json()
+                assert record["status"] == "completed", record
+                records.append(record)
+            logs = {tag: http.get(f"/chatty/{wid}/logs").text for tag, wid in ids.items()}
+    finally:
+        gateway.stop()
+    assert len({r["result"]["pid"] for r in records}) == 1  # one worker process
     overlaps = sum(
         1
         for a in records
@@ -135,7 +145,7 @@ def test_logs_of_concurrent_workloads_stay_apart(streaming: Gateway) -> None:
         and a["started_at"] < b["finished_at"]
         and b["started_at"] < a["finished_at"]
     )
-    assert overlaps >= 1, records
+    assert overlaps >= 1, records  # some ran at the same time
     for tag, text in logs.items():
         lines = text.splitlines()
         assert len(lines) == 180, (tag, len(lines))

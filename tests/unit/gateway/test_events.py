@@ -200,3 +200,29 @@ async def test_webhook_event_choices_are_checked_at_the_door() -> None:
         body = {"predictor": "", "options": {"webhook_events": ["outputs"]}}
         refused = await gw.client.put("/apis/other", json=body, headers=ADMIN)
         assert refused.status_code == 422 and "outputs" in refused.text
+
+
+@sync
+async def test_a_live_stream_sends_keep_alives_then_the_events_as_they_come(
+    monkeypatch: Any,
+) -> None:
+    from asyncnb.contract import events as contract_events
+
+    monkeypatch.setattr(contract_events, "SSE_KEEPALIVE_S", 0.05)
+    async with driven_gateway() as gw:
+        await deploy(gw.client, "double", Doubler)
+        answer = await gw.client.post("/double", json={"n": 1}, headers=USER)
+        workload_id = answer.json()["id"]
+        task = await gw.task()
+        reading = asyncio.ensure_future(
+            gw.client.get(f"/double/{workload_id}/events", headers=USER)
+        )
+        await asyncio.sleep(0.3)  # queued, then started: nothing to say for a while
+        task.start()
+        await asyncio.sleep(0.3)
+        task.stream([{"index": 0, "value": 7, "encoding": "json"}])
+        task.succeed(b"[7]")
+        streamed = await asyncio.wait_for(reading, 10)
+    events, comments = parse_sse(streamed.text)
+    assert [e["event"] for e in events] == ["start", "output", "completed"]
+    assert comments.count(": keep-alive") >= 4, comments

@@ -26,8 +26,8 @@ import asyncnb
 from asyncnb import emit, report_progress
 from asyncnb.contract.events import LOG_CAP_BYTES, MAX_LOG_LINE, MAX_OUTPUT_EVENT_BYTES
 from asyncnb.contract.tasks import EVENT_TOPIC, OUTCOMES_TOPIC
+from asyncnb.runtime import capture, streaming
 from asyncnb.runtime import chunks as runtime
-from asyncnb.runtime import streaming
 from asyncnb.storage import Storage
 
 KEY = "chunk-key-1"
@@ -475,7 +475,7 @@ def test_output_outside_workloads_is_forwarded_not_captured(
     print("after the workload")
     assert "hello world" in capsys.readouterr().out  # forwarded, also while captured
     assert "after the workload" not in _log(storage, spec, item["id"])
-    assert streaming._capture.handler not in logging.getLogger().handlers  # only while runs
+    assert capture.output_capture.handler not in logging.getLogger().handlers  # only while runs
 
 
 def test_log_cap_and_tail(tmp_path: Path, worker: FakeWorker) -> None:
