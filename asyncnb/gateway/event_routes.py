@@ -104,7 +104,7 @@ def add_event_routes(app: FastAPI) -> None:
     @app.get(
         "/{api}/{workload_id}/logs",
         tags=["workloads"],
-        response_class=PlainTextResponse,
+        response_class=Response,
         responses={
             **content(
                 "What the predictor wrote to stdout, stderr and logging while this workload "
@@ -115,7 +115,7 @@ def add_event_routes(app: FastAPI) -> None:
             **errors(400, 401, 403, 404, 422, 429),
         },
     )
-    async def workload_logs(api: str, workload_id: str, request: Request) -> PlainTextResponse:
+    async def workload_logs(api: str, workload_id: str, request: Request) -> Response:
         _, workload = await find(request, api, workload_id)
         text = await _engine(request).events.log_text(workload)
         return PlainTextResponse(text, headers={"Cache-Control": "no-store"})

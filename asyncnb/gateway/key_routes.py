@@ -98,7 +98,7 @@ def add_key_routes(app: FastAPI) -> None:
         tags=["keys"],
         dependencies=[Depends(require_admin)],
         response_model=None,
-        responses={**ok(KeyList, "Every key, without secrets"), **errors(401, 403)},
+        responses={**ok(KeyList, "Every key, without secrets"), **errors(401, 403, 422)},
     )
     async def list_keys(request: Request, api: str | None = None) -> dict[str, Any]:
         """`api` keeps the keys that may call that API (its own and the `*` ones)."""
@@ -112,7 +112,10 @@ def add_key_routes(app: FastAPI) -> None:
         tags=["keys"],
         dependencies=[Depends(require_admin)],
         response_model=None,
-        responses={**ok(KeyRecord, "Revoked: it gets 401 from now on"), **errors(401, 403, 404)},
+        responses={
+            **ok(KeyRecord, "Revoked: it gets 401 from now on"),
+            **errors(401, 403, 404, 422),
+        },
     )
     async def revoke_key(key_id: str, request: Request) -> dict[str, Any]:
         if not is_key_id(key_id):

@@ -620,9 +620,15 @@ CASES = [
         **deploy("okname", token=USER, **OK_DEPLOY),
         id="user-token-deploys",
         code=403,
-        detail="invalid token",
+        detail="this needs the admin token; the user token may not",
     ),
-    Case("user-token-undeploys", "DELETE", "/apis/echo", 403, "invalid token"),
+    Case(
+        "user-token-undeploys",
+        "DELETE",
+        "/apis/echo",
+        403,
+        "this needs the admin token; the user token may not",
+    ),
     # query parameters and methods
     Case(
         "listing-limit-not-int",
@@ -818,7 +824,7 @@ CLIENT_CASES = [
         "deploy-with-user-token",
         lambda c: c.deploy(predictors.Echo, "okname"),
         GatewayError,
-        "403: invalid token",
+        "403: this needs the admin token; the user token may not",
     ),
     ClientCase(
         "missing-token",

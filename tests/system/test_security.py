@@ -23,7 +23,10 @@ import pytest
 from asyncnb.client import Client
 from asyncnb.contract.settings import GatewaySettings
 from asyncnb.contract.webhook_policy import WebhookPolicy
+from asyncnb.engine.keys import KeyRing
+from asyncnb.engine.workload import WorkloadState
 from asyncnb.gateway import create_asgi_app
+from asyncnb.storage import Storage
 
 from ..support import predictors
 from ..support.processes import Gateway, WebhookReceiver
@@ -37,8 +40,10 @@ ZERO = "0" * 32
 def _asgi_app(tmp_path: Path) -> Any:
     """The gateway's app without its lifespan (no Dask), over a stand-in engine."""
     app = create_asgi_app(GatewaySettings(storage=str(tmp_path), token=USER, admin_token=ADMIN))
-    workload = SimpleNamespace(public=lambda: {"fast": True})
-    app.state.engine = SimpleNamespace(apis={}, peek=lambda api, workload_id: workload)
+    workload = WorkloadState(ZERO, "echo", created_at=0.0, content_type="application/json")
+    app.state.engine = SimpleNamespace(
+        apis={}, peek=lambda api, workload_id: workload, keys=KeyRing(Storage(str(tmp_path)))
+    )
     return app
 
 
