@@ -89,7 +89,14 @@ def test_kill9_worker_reruns_its_workloads(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             busy = int(next(marks.iterdir()).name)
-            time.sleep(0.1)  # past the 5 ms after which a running chunk announces its start
+            # Its chunk's start has reached the gateway (so the rerun is a second attempt):
+            # some workload shows in_progress. A fixed sleep was not enough on a loaded machine.
+            while not any(
+                http.get(f"/work/{workload_id}").json()["status"] == "in_progress"
+                for workload_id in ids
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
             os.kill(busy, signal.SIGKILL)
             finished = wait_all(http, "work", ids)
         assert {info["status"] for info in finished.values()} == {"completed"}
