@@ -85,7 +85,7 @@ class Engine:
         self.event_webhooks = EventWebhooks(
             self.webhooks, self.tasks, self._webhook_destination, self._api_webhook_events
         )
-        self.events.listen(self.event_webhooks.on_event)
+        self.events.listen(self.event_webhooks.on_event, self.event_webhooks.wants_live)
         self._live: dict[str, WorkloadState] = {}
         self._finished = FinishedCache(
             self.settings.finished_cache, self.settings.finished_cache_bytes

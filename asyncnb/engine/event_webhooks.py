@@ -70,6 +70,13 @@ class EventWebhooks:
         self.coalesce_s = coalesce_s
         self._streams: dict[str, _Stream] = {}
 
+    def wants_live(self, workload: WorkloadState) -> bool:
+        """Whether the workload's webhook asked for events as they happen."""
+        kinds = chosen_events(workload, self.api_default(workload))
+        return any(kind not in TERMINAL_TYPES for kind in kinds) and (
+            self.destination(workload) is not None
+        )
+
     def on_event(self, workload: WorkloadState, event: dict[str, Any]) -> None:
         """An EventHub listener: buffer the event if the workload's webhook wants it."""
         kind = event["type"]

@@ -75,6 +75,7 @@ class EventLog:
         self.dropped = 0
         self.readers = 0  # follow()ers now: while there are some, events are flushed at once
         self.flush_soon: asyncio.Task[None] | None = None
+        self.writing = asyncio.Lock()
 
     # writing ---------------------------------------------------------------------------------
     def append(self, kind: str, attempt: int, t: float, fields: dict[str, Any]) -> dict[str, Any]:
@@ -158,18 +159,30 @@ class EventHub:
         self.logs: dict[str, EventLog] = {}
         self._recovered: set[str] = set()  # may have stored events: load before numbering
         self._listeners: list[Listener] = []
-        self._flushing = asyncio.Lock()
+        # whether a workload's webhook wants events as they happen (so its log is made early)
+        self._live_event_wanted: list[Callable[[WorkloadState], bool]] = []
         self._dirty: set[str] = set()
 
-    def listen(self, listener: Listener) -> None:
-        """`listener(workload, event)` for every event made (webhook streaming)."""
+    def listen(
+        self, listener: Listener, wants: Callable[[WorkloadState], bool] | None = None
+    ) -> None:
+        """`listener(workload, event)` for every event made (webhook streaming); `wants`
+        says of a workload whether the listener needs its events even when it emits none."""
         self._listeners.append(listener)
+        if wants is not None:
+            self._live_event_wanted.append(wants)
 
     def recovered(self, workload_ids: Iterable[str]) -> None:
         self._recovered.update(workload_ids)
 
     # the log of a workload ---------------------------------------------------------------
-    def log_for(self, workload: WorkloadState) -> EventLog:
+    def log_for(
+        self, workload: WorkloadState, key: str | None = None, *, announce: bool = True
+    ) -> EventLog:
+        """The workload's log, made now if it has none. A workload that emits nothing, is
+        watched by nobody and whose webhook wants no live event never gets one: its history
+        (start, end) is made from its record when asked (most workloads: no write at all).
+        A log made while a run is under way begins with that run's start."""
         log = self.logs.get(workload.id)
         if log is not None:
             return log
@@ -179,7 +192,18 @@ class EventHub:
         if recovered:
             self._recovered.discard(workload.id)
             self.tasks.spawn(self._load(workload, log))
+        elif announce and workload.status is Status.IN_PROGRESS and workload.attempts > 0:
+            log.run_key = key or workload.chunk_key
+            log.run_attempt = log.last_attempt = workload.attempts
+            self._emit(workload, log, START, workload.started_at or time.time())
         return log
+
+    def _needs_log(self, workload: WorkloadState) -> bool:
+        return (
+            workload.id in self.logs
+            or workload.id in self._recovered
+            or any(wants(workload) for wants in self._live_event_wanted)
+        )
 
     async def _load(self, workload: WorkloadState, log: EventLog) -> None:
         try:
@@ -219,7 +243,9 @@ class EventHub:
         self, workload: WorkloadState, key: str | None, t: float, worker: str | None
     ) -> None:
         """A run of `workload` began (its chunk `key`); `workload.attempts` counts it."""
-        log = self.log_for(workload)
+        if not self._needs_log(workload):
+            return  # made, with this start, when something needs it
+        log = self.log_for(workload, key, announce=False)
 
         def start() -> None:
             if workload.attempts <= log.last_attempt:
@@ -245,7 +271,7 @@ class EventHub:
     def stream(self, workload: WorkloadState, key: str | None, items: list[StreamItem]) -> None:
         """Outputs and log lines of the run `key` of `workload` (the dispatcher checked that it
         is the workload's current run)."""
-        log = self.log_for(workload)
+        log = self.log_for(workload, key)
 
         def take() -> None:
             if key != log.run_key:
@@ -268,6 +294,8 @@ class EventHub:
 
     def finished(self, workload: WorkloadState, status: Status) -> None:
         """The terminal event (after the final record was persisted); flushed at once."""
+        if not self._needs_log(workload):
+            return  # nothing but its start and end: made from its record when asked
         log = self.log_for(workload)
 
         def end() -> None:
@@ -291,23 +319,27 @@ class EventHub:
 
     # persistence -----------------------------------------------------------------------------
     async def flush(self, only: Iterable[str] | None = None) -> None:
-        """Write every log's unpersisted events (one segment per log)."""
-        async with self._flushing:
-            names = set(only) if only is not None else set(self._dirty)
-            self._dirty -= names
-            for workload_id in names:
-                log = self.logs.get(workload_id)
-                if log is None or not log.unpersisted:
-                    continue
-                batch, log.unpersisted = log.unpersisted, []
-                try:
-                    await self.io(self.store.write, log.api, log.id, batch)
-                except Exception:
-                    logger.warning("could not persist %d events of %s", len(batch), log.id)
-                    log.unpersisted = batch + log.unpersisted
-                    self._dirty.add(workload_id)
-                    continue
-                log.persisted(int(batch[-1]["event_id"]))
+        """Write the unpersisted events of every dirty log (of `only`): one segment each."""
+        names = set(only) if only is not None else set(self._dirty)
+        self._dirty -= names
+        for workload_id in names:
+            log = self.logs.get(workload_id)
+            if log is not None:
+                await self._flush_log(log)
+
+    async def _flush_log(self, log: EventLog) -> None:
+        async with log.writing:  # one segment at a time per log, so they stay in order
+            if not log.unpersisted:
+                return
+            batch, log.unpersisted = log.unpersisted, []
+            try:
+                await self.io(self.store.write, log.api, log.id, batch)
+            except Exception:
+                logger.warning("could not persist %d events of %s", len(batch), log.id)
+                log.unpersisted = batch + log.unpersisted
+                self._dirty.add(log.id)
+                return
+            log.persisted(int(batch[-1]["event_id"]))
 
     async def _flush_soon(self, log: EventLog) -> None:
         """Someone is reading: persist within a few milliseconds (what arrives meanwhile
@@ -384,7 +416,17 @@ class EventHub:
                 return
         if not events:
             stored_last, _ = await self.io(self.store.tail, workload.api, workload.id)
-            last = max(last, stored_last)
+            if stored_last == 0 and workload.attempts > 0 and after < 1:
+                # A workload that emitted nothing kept no events: its start, from its record.
+                yield {
+                    "event_id": 1,
+                    "type": START,
+                    "id": workload.id,
+                    "api": workload.api,
+                    "attempt": workload.attempts,
+                    "timestamp": event_timestamp(workload.started_at or time.time()),
+                }
+            last = max(last, stored_last, 1 if workload.attempts > 0 and stored_last == 0 else 0)
         status = workload.status
         yield {
             "event_id": last + 1,

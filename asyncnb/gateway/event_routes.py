@@ -9,6 +9,7 @@ while nothing happens. The stream ends after the terminal event.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,9 +47,21 @@ def last_event_id(request: Request) -> int:
     return int(text)
 
 
+# Encoded frames of the newest events: ten readers of one workload encode each event once.
+_FRAMES: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+_FRAMES_KEPT = 4096
+
+
 def sse_frame(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
-    return f"id: {event['event_id']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+    key = (str(event.get("id")), int(event["event_id"]), str(event["type"]))
+    frame = _FRAMES.get(key)
+    if frame is None:
+        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
+        frame = f"id: {event['event_id']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+        _FRAMES[key] = frame
+        if len(_FRAMES) > _FRAMES_KEPT:
+            _FRAMES.popitem(last=False)
+    return frame
 
 
 async def sse_stream(engine: Engine, workload: WorkloadState, after: int) -> AsyncIterator[bytes]:

@@ -257,7 +257,7 @@ async def test_a_restarted_gateway_numbers_after_the_stored_events() -> None:
 
 
 @asynctest
-async def test_a_finished_workload_without_stored_events_replays_its_end() -> None:
+async def test_a_finished_workload_without_stored_events_replays_its_start_and_end() -> None:
     storage = memory_storage()
     backend = FakeBackend(1)
     eng = engine(backend, storage)
@@ -275,8 +275,8 @@ async def test_a_finished_workload_without_stored_events_replays_its_end() -> No
         events = await collect(eng, workload)
     finally:
         await eng.close()
-    assert [e["type"] for e in events] == ["completed"]
-    assert events[0]["result"] == "ok"
+    assert [(e["event_id"], e["type"]) for e in events] == [(1, "start"), (2, "completed")]
+    assert events[1]["result"] == "ok"
 
 
 @asynctest
@@ -289,3 +289,53 @@ async def test_event_store_skips_a_torn_line() -> None:
     assert [e["event_id"] for e in store.read("a", "w")] == [1, 2, 3]
     assert [e["event_id"] for e in store.read("a", "w", after=2)] == [3]
     assert store.tail("a", "w") == (3, 0)
+
+
+@asynctest
+async def test_a_workload_that_emits_nothing_writes_no_events() -> None:
+    storage = memory_storage()
+    backend = FakeBackend(1)
+    eng = engine(backend, storage)
+    await eng.start()
+    try:
+        state = await deploy(eng)
+        workload = await submit(eng, state)
+        task = await running(backend)
+        task.start()
+        task.succeed(b'"ok"')
+        await until(lambda: workload.status is Status.COMPLETED)
+        await eng.events.flush()
+        assert workload.id not in eng.events.logs
+        assert EventStore(storage).segment_starts(workload.api, workload.id) == []
+        events = await collect(eng, workload)
+    finally:
+        await eng.close()
+    assert [(e["event_id"], e["type"], e["attempt"]) for e in events] == [
+        (1, "start", 1),
+        (2, "completed", 1),
+    ]
+
+
+@asynctest
+async def test_a_reader_of_a_running_workload_gets_its_start_first() -> None:
+    backend = FakeBackend(1)
+    eng = engine(backend)
+    await eng.start()
+    try:
+        state = await deploy(eng)
+        workload = await submit(eng, state)
+        task = await running(backend)
+        task.start()  # nobody needs a log yet
+        await until(lambda: workload.status is Status.IN_PROGRESS)
+        reader = asyncio.ensure_future(collect(eng, workload))
+        await until(lambda: workload.id in eng.events.logs)
+        task.stream([{"index": 0, "value": 1, "encoding": "json"}])
+        task.succeed(b"[1]")
+        events = await reader
+    finally:
+        await eng.close()
+    assert [(e["event_id"], e["type"]) for e in events] == [
+        (1, "start"),
+        (2, "output"),
+        (3, "completed"),
+    ]
