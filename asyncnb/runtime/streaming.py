@@ -143,11 +143,20 @@ class ChunkStream:
         self._pending_bytes = 0
         self._flush_at: float | None = None
         self._last_flush = float("-inf")
+        # Capture goes on with the chunk's first run (after the predictor's __init__, which
+        # may call logging.basicConfig) and off with the chunk, not per run: the root logger's
+        # handler would otherwise come and go with every workload (half of a no-op workload's
+        # cost on the worker).
+        self._captured = False
         if worker is not None:
             _clock.wake(self, self._start_at)
 
     def run(self, items: Sequence[ChunkItem], *, batch: bool) -> WorkloadRun:
         """The sink of one predict (`batch`: predict_batch) call over `items`."""
+        with self.lock:
+            if not self._captured and not self._closed:
+                self._captured = True
+                output_capture.acquire()
         return WorkloadRun(self, items, batch=batch)
 
     def add(self, item: StreamItem, size: int) -> None:
@@ -198,6 +207,9 @@ class ChunkStream:
             self._flush()
             self._closed = True
         _clock.forget(self)
+        if self._captured:
+            self._captured = False
+            output_capture.release()
 
     def _send_start(self) -> None:
         if not self._start_sent:
@@ -252,7 +264,6 @@ class WorkloadRun(LogSink):
         self._partial: dict[str, str] = {}
         self._skipping: set[str] = set()  # streams whose overlong line is cut until "\n"
         self.closed = False
-        output_capture.acquire()
 
     # from the workload -----------------------------------------------------------------------
     def progress(self, message: ProgressEvent) -> None:
@@ -368,8 +379,7 @@ class WorkloadRun(LogSink):
                 if rest and stream not in self._skipping:
                     self._line(rest, stream)
             self.closed = True
-        output_capture.release()
-        if self.chunk.storage is not None:
+        if self.chunk.storage is not None and any(w.tail for w in self.workloads):
             self._store_tails(self.chunk.storage)
 
     def _store_tails(self, description: StorageDescription) -> None:
