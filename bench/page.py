@@ -448,6 +448,164 @@ def section_fairness(data: dict[str, Any], drawn: dict[str, Path], page: Path) -
     ]
 
 
+def _mib(value: Any) -> str:
+    return num(num_or_nan(value) / 2**20, 1)
+
+
+def _latency_cells(found: dict[str, Any]) -> list[str]:
+    return [
+        num(found.get("count")),
+        *(num(found.get(k), 1) for k in ("p50_ms", "p95_ms", "max_ms")),
+    ]
+
+
+def _streaming_latency(res: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    light, fan = res.get("light"), res.get("fanout")
+    if light:
+        every = f"{light['interval_ms']:g} ms apart"
+        rows.append([f"outputs, 1 stream, {every}", *_latency_cells(light["output_latency"])])
+        rows.append(["log lines of that stream", *_latency_cells(light["log_latency"])])
+    if fan:
+        label = (
+            f"outputs, {fan['streams']:,} streams ({fan['workloads']} workloads x "
+            f"{fan['clients_per_workload']} readers, {fan['interval_ms']:g} ms apart)"
+        )
+        rows.append([label, *_latency_cells(fan["output_latency"])])
+        again = fan.get("again")
+        if again:
+            rows.append(["the same, a second round", *_latency_cells(again["output_latency"])])
+    return rows
+
+
+def _fanout_text(fan: dict[str, Any]) -> str:
+    rss, workers = fan["rss"], fan.get("workers_rss", {})
+    steps = [s["p50_ms"] for s in fan.get("latency_over_time", []) if s.get("p50_ms") is not None]
+    over_time = (
+        f" The p50 of each second of the run lay between {min(steps):.0f} and {max(steps):.0f} ms."
+        if steps
+        else ""
+    )
+    text = (
+        f"With {fan['streams']:,} streams, {fan['complete']:,} got every output of their "
+        f"workload once and in order, then `completed` ({num(fan['outputs_received'])} of "
+        f"{num(fan['outputs_expected'])} outputs).{over_time} The gateway's RSS: "
+        f"{_mib(rss['before_bytes'])} MiB before the workloads, {_mib(rss['submitted_bytes'])} "
+        f"with them submitted, {_mib(rss['connected_bytes'])} with every stream connected, "
+        f"{_mib(rss['peak_bytes'])} at its peak and {_mib(rss['after_bytes'])} after the "
+        f"streams ended: **{num(num_or_nan(fan['rss_per_stream_bytes']) / 1024, 1)} KiB per "
+        f"connected stream**, {num(num_or_nan(fan['rss_peak_per_stream_bytes']) / 1024, 1)} KiB "
+        "per stream at the peak. "
+    )
+    if workers:
+        text += (
+            f"Its Dask workers ({workers.get('processes', '?')} child processes): "
+            f"{_mib(workers.get('before_bytes'))} MiB before, {_mib(workers.get('peak_bytes'))} "
+            "at the peak. "
+        )
+    text += (
+        f"While the events flowed the gateway used {num_or_nan(fan['gateway_cpu_share']):.0%} "
+        f"of a core (its busiest thread, the event loop, "
+        f"{num_or_nan(fan.get('gateway_busiest_thread_share')):.0%}; "
+        f"{num(fan.get('gateway_cpu_ms_per_output'), 2)} ms of CPU per output, its fan-out "
+        f"included), its workers {num_or_nan(fan.get('workers_cpu_share')):.0%}, and it "
+        f"delivered {num(fan['events_per_s'])} events/s, having written "
+        f"{num(fan.get('event_segments'))} event segments (storage objects) for "
+        f"{num(fan['workloads'] * fan['outputs_per_workload'])} outputs; the readers' process "
+        f"{num(fan['client_cpu_s'], 1)} s of CPU in {num(fan['client_wall_s'], 1)} s."
+    )
+    again = fan.get("again")
+    if again:
+        text += (
+            f" A second round on the same gateway: {again['complete']:,}/{again['streams']:,} "
+            f"streams complete, RSS {_mib(again['rss']['before_bytes'])} MiB before and "
+            f"{_mib(again['rss']['after_bytes'])} MiB after it."
+        )
+    return text
+
+
+def _throughput_rows(thr: dict[str, Any]) -> list[list[str]]:
+    rows = [
+        [
+            f"{run.get('round', '?')}",
+            "after" if run["code"] == "after" else f"before (`{thr['before_commit'][:7]}`)",
+            num(run["e2e_per_s"]),
+            num(run["gateway_cpu_us_per_workload"]),
+            num(run["e2e_p50_ms"]),
+            num(run.get("event_segments")),
+            str(run["failures"]),
+        ]
+        for run in thr["runs"]
+    ]
+    rows.append(
+        [
+            "",
+            "**after / before (medians)**",
+            f"**{num_or_nan(thr['ratio']):.2f}x**",
+            f"{num_or_nan(thr['cpu_ratio']):.2f}x",
+            "",
+            "",
+            "",
+        ]
+    )
+    return rows
+
+
+def section_streaming(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> list[str]:
+    heading = "## Streaming: event latency, many SSE streams, and the cost to other workloads"
+    if "error" in data:
+        return [heading, "", f"Failed: {_one_line(data['error'])}"]
+    res = data["results"]
+    gateway = res.get("gateway", {})
+    lines = [
+        heading,
+        "",
+        "`bench.streaming`: `asyncnb serve --workers 2 --threads-per-worker "
+        f"{gateway.get('threads_per_worker', '?')}` with a generator predictor that yields on a "
+        "schedule its payload gives, so that every reader (a raw-socket SSE client) is "
+        "connected before the first output. Latency is an event's arrival at the reader minus "
+        "its `timestamp`, which the worker set when the value was yielded (or the line "
+        "printed), on the same clock. The fan-out's readers run in a process of their own.",
+    ]
+    latency_rows = _streaming_latency(res)
+    if latency_rows:
+        lines += [
+            "",
+            table(["events", "received", "latency p50 ms", "p95 ms", "max ms"], latency_rows),
+        ]
+    fan = res.get("fanout")
+    if fan:
+        lines += ["", _fanout_text(fan)]
+    thr = res.get("throughput")
+    if thr:
+        lines += [
+            "",
+            f"Non-streaming work before and after streaming: {thr['n']:,} no-op workloads "
+            f"driven as `bench.run` drives them ({thr['concurrency']} requests in flight, each "
+            f"polled every {thr['poll_interval_ms']:g} ms), on a new gateway per run, "
+            f"alternating the commit before streaming (`{thr['before_commit'][:7]}`, in a git "
+            f"worktree) and the current code (`{str(thr['after_commit'])[:7]}`"
+            f"{' with uncommitted changes' if 'uncommitted' in str(thr['after_commit']) else ''}"
+            "). The gateway's CPU time per workload is less disturbed by a shared machine's "
+            "neighbours than the wall-clock rate; *event segments written* counts the event "
+            "files in the run's storage afterwards (warm-up included).",
+            "",
+            table(
+                [
+                    "round",
+                    "code",
+                    "workloads/s",
+                    "gateway CPU µs / workload",
+                    "e2e p50 ms",
+                    "event segments written",
+                    "failures",
+                ],
+                _throughput_rows(thr),
+            ),
+        ]
+    return lines
+
+
 Section = Callable[[dict[str, Any], dict[str, Path], Path], list[str]]
 # One section per part, in the page's order (that of bench.report's parts).
 SECTIONS: dict[str, Section] = {
@@ -456,6 +614,7 @@ SECTIONS: dict[str, Section] = {
     "payloads": section_payloads,
     "latency": section_latency,
     "fairness": section_fairness,
+    "streaming": section_streaming,
 }
 
 

@@ -1,6 +1,6 @@
 """Run the benchmark suite, keep its JSON, draw the plots and write the results into the docs.
 
-    python -m bench.report                      # everything: about 7 minutes on 2 cores
+    python -m bench.report                      # everything: about 12 minutes on 2 cores
     python -m bench.report --quick              # small sizes, ~2 min, into bench/results/quick
     python -m bench.report --parts queue,latency
     python -m bench.report --report-only        # redraw from the JSON already in bench/results
@@ -13,7 +13,11 @@ Parts, each a subprocess writing `<results-dir>/<part>.json`:
 - `payloads`: `python -m bench.payloads` (1 KB/1 MB/100 MB, 1 GB upload, 100 MB result);
 - `latency`: `python -m bench.latency` (one at a time, against raw Dask);
 - `fairness`: `python -m bench.fairness` (key A floods 5,000 workloads of 10 ms on one worker
-  while key B submits one every 100 ms: fair vs fifo queuing, and B alone).
+  while key B submits one every 100 ms: fair vs fifo queuing, and B alone);
+- `streaming`: `python -m bench.streaming` (event latency of one SSE stream at light load;
+  1,000 SSE streams on one gateway: latency, the gateway's memory per stream, every output
+  delivered in order; no-op throughput on the current code against the commit before
+  streaming, in a git worktree, alternating).
 
 The results go into `docs/benchmarks.md`, between its two marker lines
 `<!-- bench.report: results start ... -->` and `<!-- bench.report: results end -->`: only what
@@ -42,15 +46,23 @@ from bench.page import MarkerError, results_block, shown, splice, standalone
 from bench.plots import draw
 from bench.targets import all_targets
 
-PARTS = ("run", "queue", "payloads", "latency", "fairness")
+PARTS = ("run", "queue", "payloads", "latency", "fairness", "streaming")
 MODULES = {
     "run": "bench.run",
     "queue": "bench.queue_cost",
     "payloads": "bench.payloads",
     "latency": "bench.latency",
     "fairness": "bench.fairness",
+    "streaming": "bench.streaming",
 }
-TIMEOUTS_S = {"run": 1500, "queue": 1800, "payloads": 1800, "latency": 900, "fairness": 900}
+TIMEOUTS_S = {
+    "run": 1500,
+    "queue": 1800,
+    "payloads": 1800,
+    "latency": 900,
+    "fairness": 900,
+    "streaming": 1500,  # about 5 minutes; bench.streaming stops itself after 1,200 s
+}
 RUN_N, RUN_N_QUICK = 5000, 500
 RUN_PACED_N_QUICK = 500  # 2 s per system at bench.run's default 250/s; the full run keeps 2500
 QUICK_DIR = REPO_ROOT / "bench" / "results" / "quick"  # git-ignored, like all of bench/results

@@ -1,7 +1,9 @@
 """The issue-6 targets: their goals, and the verdicts the report draws from each part's JSON.
 
 `bench.run` writes raw figures only, so its targets are judged here; the other parts write their
-own `targets` list, which `all_targets` collects in part order.
+own `targets` list, which `all_targets` collects in part order (`bench.streaming`'s: every
+output delivered to each of 1,000 streams, in order; no-op throughput after streaming at least
+0.95x that before it, the medians of alternating runs).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def all_targets(data: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, An
     found: list[tuple[str, dict[str, Any]]] = []
     if "run" in data:
         found += [("run", t) for t in run_targets(data["run"])]
-    for part in ("queue", "payloads", "latency", "fairness"):
+    for part in ("queue", "payloads", "latency", "fairness", "streaming"):
         if part in data:
             found += [(part, t) for t in data[part].get("targets", [])]
     return found

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pytest
 from asyncnb.contract.names import new_workload_id
 from asyncnb.contract.status import Status
 from asyncnb.engine.workload import WorkloadState
-from bench import fairness, report
+from bench import fairness, report, streaming
 from bench.page import END_MARKER, START_MARKER
 from bench.queue_cost import Batch, cpu_per_submit, median_levels, summarise_level
 from bench.targets import curve_reach
@@ -47,10 +50,11 @@ def test_page_holds_every_section_target_and_plot(tmp_path: Path) -> None:
         "## Payload sizes",
         "## Light-load latency against raw Dask",
         "## Fair queuing across callers: one key's flood against another's trickle",
+        "## Streaming: event latency, many SSE streams, and the cost to other workloads",
     ):
         assert heading in text
     targets = text.split("## Targets (issue 6)")[1].split("\n## ")[0]
-    assert targets.count("| met |") == 12, targets
+    assert targets.count("| met |") == 14, targets
     assert "on the load curve" in targets
     assert "median of 5 fills" in targets
     drawn = sorted(p.name for p in (tmp_path / "img").iterdir())
@@ -188,3 +192,113 @@ def test_the_fairness_section_lands_in_the_page(tmp_path: Path) -> None:
     targets = text.split("## Targets (issue 6)")[1].split("\n## ")[0]
     assert "behind a flood of 100, fair" in targets and "| fairness |" in targets
     assert "| `python -m bench.fairness --json x.json` |" in text
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def _streaming_json() -> dict[str, Any]:
+    found: dict[str, Any] = json.loads((RESULTS / "streaming.json").read_text())
+    return found
+
+
+def test_the_streaming_section_lands_in_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    assert _render(tmp_path, page) == 0
+    text = page.read_text()
+    section = text.split("## Streaming: event latency")[1].split("\n## ")[0]
+    fan = _streaming_json()["results"]["fanout"]
+    for label in (
+        "| outputs, 1 stream, 20 ms apart |",
+        "| log lines of that stream |",
+        f"| outputs, {fan['streams']:,} streams ({fan['workloads']} workloads x 10 readers",
+        "| the same, a second round |",
+        "KiB per connected stream**",
+        "| **after / before (medians)** |",
+        "(`903a1d8`)",
+    ):
+        assert label in section, label
+    targets = text.split("## Targets (issue 6)")[1].split("\n## ")[0]
+    assert "SSE streams on one gateway: every output delivered, in order" in targets
+    assert "non-streaming throughput, after / before streaming" in targets
+    assert "| streaming |" in targets
+    assert "`python -m bench.streaming" in text
+
+
+def test_a_failed_streaming_part_says_why(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    meta = _streaming_json()["meta"]
+    (results / "streaming.json").write_text(json.dumps({"meta": meta, "error": "no git\nmore"}))
+    page = tmp_path / "benchmarks.md"
+    assert _render(tmp_path, page, results) == 0
+    section = page.read_text().split("## Streaming: event latency")[1].split("\n## ")[0]
+    assert "Failed: no git" in section
+
+
+def test_streaming_targets_follow_the_figures() -> None:
+    results = _streaming_json()["results"]
+    results["throughput"]["ratio"] = 0.96
+    results["fanout"]["complete"] = results["fanout"]["streams"]
+    assert [c["met"] for c in streaming.evaluate(results)] == [True, True]
+    results["throughput"]["ratio"] = 0.94
+    results["fanout"]["complete"] -= 1
+    assert [c["met"] for c in streaming.evaluate(results)] == [False, False]
+    assert streaming.evaluate({}) == []
+
+
+def _event(event_id: int, kind: str, at: float, **fields: Any) -> bytes:
+    stamp = dt.datetime.fromtimestamp(at, tz=dt.timezone.utc).isoformat()
+    data = {"event_id": event_id, "type": kind, "attempt": 1, "timestamp": stamp, **fields}
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def _read(stream: bytes, expected: int, split: int) -> streaming.SseReader:
+    """An SseReader fed `stream` `split` bytes at a time, as the network might cut it."""
+
+    async def feed() -> streaming.SseReader:
+        reader = streaming.SseReader("127.0.0.1", 1, "/api/id/events", expected)
+        for i in range(0, len(stream), split):
+            reader.data_received(stream[i : i + split])
+        return reader
+
+    return asyncio.run(feed())
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", [1, 7, 4096])
+def test_the_sse_reader_takes_chunked_events_however_they_are_cut(split: int) -> None:
+    now = time.time()
+    body = b"retry: 2000\n\n" + _event(1, "start", now - 1) + b": keep-alive\n\n"
+    body += _event(2, "log", now - 0.5, line="tick 0", stream="stdout")
+    body += b"".join(_event(3 + i, "output", now - 0.2, index=i, value={"i": i}) for i in range(3))
+    body += _event(6, "completed", now, status="completed")
+    reader = _read(HEAD + _chunked(body, 13), 3, split)
+    assert reader.status == 200 and reader.terminal == "completed"
+    assert reader.indices == [0, 1, 2] and reader.complete and reader.problem() is None
+    assert reader.keepalives == 1 and reader.events == 6
+    assert all(0.15 < x < 5 for x in reader.output_latency), reader.output_latency
+    assert len(reader.log_latency) == 1 and reader.log_latency[0] > 0.45
+    summary = streaming.summarise_readers([reader], [now - 0.25])
+    assert summary["complete"] == 1 and summary["outputs_received"] == 3
+    assert summary["output_latency"]["count"] == 3
+    assert 40 < summary["first_output_lag_max_ms"] < 60
+
+
+def test_the_sse_reader_says_what_a_stream_missed() -> None:
+    now = time.time()
+    gap = _event(1, "output", now, index=0) + _event(2, "output", now, index=2)
+    missed = _read(HEAD + _chunked(gap + _event(3, "completed", now), 50), 3, 64)
+    assert not missed.complete and missed.problem() == "2 of 3 outputs"
+    order = _event(1, "output", now, index=1) + _event(2, "output", now, index=0)
+    swapped = _read(HEAD + _chunked(order + _event(3, "completed", now), 50), 2, 64)
+    assert swapped.problem() == "output 0 came as index 1"
+    refused = _read(b"HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\n\r\n", 1, 64)
+    assert refused.status == 503 and "503" in (refused.problem() or "")
