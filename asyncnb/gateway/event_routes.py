@@ -29,6 +29,22 @@ SSE_MEDIA = "text/event-stream"
 # Sent first: how long a client waits before reconnecting (EventSource reads it).
 RETRY_MS = 2000
 MAX_EVENTS_JSON = 1000
+# One event of the stream as SSE readers parse it (its `data` is the event's JSON, see
+# docs/http-api.md): what schema-driven tools check every event of the stream against.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "description": "the event's event_id"},
+        "event": {
+            "type": "string",
+            "enum": list(contract_events.EVENT_TYPES),
+            "description": "the event's type",
+        },
+        "data": {"type": "string", "description": "the event as one line of JSON"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 def _engine(request: Request) -> Engine:
@@ -90,7 +106,7 @@ def add_event_routes(app: FastAPI) -> None:
             **content(
                 "Server-Sent Events: start, progress, output, log, then one terminal event "
                 "(`Accept: application/json`: the events so far, as a list)",
-                {SSE_MEDIA: {"schema": {"type": "string"}}, "application/json": {}},
+                {SSE_MEDIA: {"schema": SSE_EVENT_SCHEMA}, "application/json": {}},
             ),
             **errors(400, 401, 403, 404, 422, 429),
         },
