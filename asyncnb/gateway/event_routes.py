@@ -17,13 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from ..contract import events as contract_events
-from ..engine import Engine, NotFound
+from ..engine import Engine
 from ..engine.workload import WorkloadState
-from .auth import Access, Caller
+from .auth import Caller
 from .errors import HTTPError
-from .routes import caller
+from .routes import find_workload
 from .schemas import content, errors
-from .submission import valid_api, valid_id
 
 SSE_MEDIA = "text/event-stream"
 # Sent first: how long a client waits before reconnecting (EventSource reads it).
@@ -89,13 +88,8 @@ async def sse_stream(engine: Engine, workload: WorkloadState, after: int) -> Asy
 
 def add_event_routes(app: FastAPI) -> None:
     async def find(request: Request, api: str, workload_id: str) -> tuple[Caller, WorkloadState]:
-        who = caller(request, Access.WORKLOAD, api)
-        valid_api(api)
-        valid_id(workload_id)
-        workload = await _engine(request).get(api, workload_id)
-        if workload is None:
-            raise NotFound(f"workload {workload_id} of API {api!r} not found")
-        who.must_own(workload)
+        who, workload = await find_workload(request, api, workload_id)
+        who.must_own(workload)  # events and logs are as much its own as its result
         return who, workload
 
     @app.get(

@@ -117,6 +117,20 @@ def _workload_response(workload: WorkloadState, code: int) -> JSONResponse:
     return JSONResponse(workload.public(), status_code=code)
 
 
+async def find_workload(
+    request: Request, api: str, workload_id: str
+) -> tuple[Caller, WorkloadState]:
+    """Who asks (a caller of the workload routes of `api`) and the workload they name;
+    NotFound when there is none. What they may do with it is theirs to check."""
+    who = caller(request, Access.WORKLOAD, api)
+    valid_api(api)
+    valid_id(workload_id)
+    workload = await _engine(request).get(api, workload_id)
+    if workload is None:
+        raise NotFound(f"workload {workload_id} of API {api!r} not found")
+    return who, workload
+
+
 def add_admin_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["gateway"], response_model=None, responses=ok(Health, "Alive"))
     async def healthz() -> dict[str, Any]:
@@ -298,15 +312,6 @@ def add_workload_routes(app: FastAPI) -> None:
         found = engine.recent(api, status, limit, submitted_by)
         return {"workloads": [who.view(w) for w in found]}
 
-    async def _find(request: Request, api: str, workload_id: str) -> tuple[Caller, WorkloadState]:
-        who = caller(request, Access.WORKLOAD, api)
-        valid_api(api)
-        valid_id(workload_id)
-        workload = await _engine(request).get(api, workload_id)
-        if workload is None:
-            raise NotFound(f"workload {workload_id} of API {api!r} not found")
-        return who, workload
-
     @app.get(
         "/{api}/{workload_id}",
         tags=["workloads"],
@@ -316,7 +321,7 @@ def add_workload_routes(app: FastAPI) -> None:
         },
     )
     async def workload_status(api: str, workload_id: str, request: Request) -> JSONResponse:
-        who, workload = await _find(request, api, workload_id)
+        who, workload = await find_workload(request, api, workload_id)
         who.may_see(workload)
         wait = prefer_wait(request.headers)
         if wait:
@@ -333,7 +338,7 @@ def add_workload_routes(app: FastAPI) -> None:
         },
     )
     async def workload_result(api: str, workload_id: str, request: Request) -> Response:
-        who, workload = await _find(request, api, workload_id)
+        who, workload = await find_workload(request, api, workload_id)
         who.must_own(workload)
         if workload.status is not Status.COMPLETED:
             raise Conflict(f"workload {workload_id} is {workload.status.value}, not completed")
@@ -363,7 +368,7 @@ def add_workload_routes(app: FastAPI) -> None:
         api: str, workload_id: str, request: Request, format: str = "ipynb"
     ) -> Response:
         """The executed notebook of a notebook API's workload (`?format=html` renders it)."""
-        who, workload = await _find(request, api, workload_id)
+        who, workload = await find_workload(request, api, workload_id)
         who.must_own(workload)
         if format not in ("ipynb", "html"):
             raise HTTPError(422, "format must be 'ipynb' or 'html'")
@@ -385,7 +390,7 @@ def add_workload_routes(app: FastAPI) -> None:
         },
     )
     async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
-        who, workload = await _find(request, api, workload_id)
+        who, workload = await find_workload(request, api, workload_id)
         who.must_own(workload)
         workload = await _engine(request).cancel(api, workload_id)
         return _workload_response(workload, 200)

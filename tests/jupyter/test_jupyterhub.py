@@ -7,14 +7,13 @@ kernel and calls her API through the proxy with her hub token; bob and strangers
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from ..support.hub import HubKernel, JupyterHub, UserServer, hub_missing
+from ..support.hub import HubKernel, JupyterHub, UserServer, hub_missing, wait_done
 
 pytest.importorskip("websocket")
 pytestmark = pytest.mark.timeout(600)
@@ -29,19 +28,6 @@ class Echo:
 api = asyncnb.deploy(Echo, "echo")
 print(api.status()["endpoint"])
 """
-
-
-def wait_done(http: httpx.Client, url: str, timeout: float = 60) -> dict[str, Any]:
-    """The workload record at `url` once it has finished (long polls with Prefer: wait)."""
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = http.get(url, headers={"Prefer": "wait=10"})
-        assert response.status_code == 200, f"{response.status_code} {response.text}"
-        record = response.json()
-        if record["status"] in ("completed", "failed", "cancelled"):
-            return record
-    raise AssertionError(f"{url} did not finish: {record}")
 
 
 def submit(hub: JupyterHub, http: httpx.Client, payload: Any) -> dict[str, Any]:

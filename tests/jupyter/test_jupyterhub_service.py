@@ -5,14 +5,13 @@ alice deployed keeps serving while her single-user server is stopped (as a culle
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from ..support.hub import HubKernel, JupyterHub, hub_missing
+from ..support.hub import HubKernel, JupyterHub, hub_missing, wait_done
 
 pytest.importorskip("websocket")
 pytestmark = pytest.mark.timeout(600)
@@ -27,19 +26,6 @@ class Echo:
 asyncnb.deploy(Echo, "echo")
 print(os.environ["ASYNCNB_GATEWAY"])
 """
-
-
-def wait_done(http: httpx.Client, url: str, timeout: float = 60) -> dict[str, Any]:
-    """The workload record at `url` once it has finished (long polls with Prefer: wait)."""
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = http.get(url, headers={"Prefer": "wait=10"})
-        assert response.status_code == 200, f"{response.status_code} {response.text}"
-        record = response.json()
-        if record["status"] in ("completed", "failed", "cancelled"):
-            return record
-    raise AssertionError(f"{url} did not finish: {record}")
 
 
 def submit(http: httpx.Client, path: str, payload: Any) -> dict[str, Any]:

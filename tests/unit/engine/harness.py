@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import cloudpickle
@@ -29,6 +30,16 @@ _ids = itertools.count(1)
 class Echo:
     def predict(self, payload: Any) -> Any:
         return {"echo": payload}
+
+
+def asynctest(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run the coroutine test on a fresh event loop (the suite has no asyncio plugin)."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(func(*args, **kwargs))
+
+    return run
 
 
 async def until(probe: Callable[[], Any], timeout: float = 10.0) -> Any:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -15,15 +13,7 @@ from asyncnb.engine.backends.fake import FakeBackend
 from asyncnb.engine.delivery import DeliveryOutcome
 from asyncnb.engine.event_webhooks import EventWebhooks, chosen_events
 
-from .harness import deploy, engine, new_workload, until
-
-
-def asynctest(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(func(*args, **kwargs))
-
-    return run
+from .harness import asynctest, deploy, engine, new_workload, until
 
 
 class RecordingSender:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asyncnb.contract.status import Status
@@ -14,17 +12,7 @@ from asyncnb.engine.engine import Engine
 from asyncnb.engine.event_store import EventStore
 from asyncnb.engine.workload import WorkloadState
 
-from .harness import deploy, engine, failed_outcome, memory_storage, submit, until
-
-
-def asynctest(func: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run the coroutine test on a fresh event loop (the suite has no asyncio plugin)."""
-
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(func(*args, **kwargs))
-
-    return run
+from .harness import asynctest, deploy, engine, failed_outcome, memory_storage, submit, until
 
 
 async def collect(
