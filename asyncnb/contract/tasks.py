@@ -69,6 +69,10 @@ class Outcome(TypedDict):
     stored: NotRequired[bool]  # the result was written to storage by the worker
     error: NotRequired[ErrorRecord]
     init_failed: NotRequired[bool]  # the predictor could not be built: nothing ran
+    # A predict of this worker process hung past timeout_s, and this chunk was its last one:
+    # the gateway restarts `worker` (through its Nanny) once it holds these outcomes.
+    recycle: NotRequired[bool]
+    worker: NotRequired[str]  # the Dask address of the worker that ran the chunk
 
 
 class WarmResult(TypedDict):

@@ -281,6 +281,17 @@ class Dispatcher:
             self.workers.left(chunk.worker)
             self.wake()
         await self.outcomes.settle(state, chunk, outcomes)
+        recycle = next((o.get("worker") for o in outcomes or () if o.get("recycle")), None)
+        if recycle:
+            # A hung predict was left in that worker process, and this was its last chunk:
+            # now that its outcomes are applied, the process is replaced.
+            self._tasks.spawn(self._recycle(chunk.task, recycle))
+
+    async def _recycle(self, task: TaskHandle, worker: str) -> None:
+        try:
+            await self.backend.recycle_worker(task, worker)
+        except Exception as exc:
+            logger.warning("could not restart the worker %s: %s", worker, exc)
 
     def _on_stream(self, state: APIState, message: StreamMessage) -> None:
         """Outputs and log lines of a running chunk: to the event hub, per workload, unless

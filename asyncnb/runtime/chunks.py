@@ -32,6 +32,7 @@ from ..contract.tasks import (
 )
 from ..storage import Storage, storage_from_description
 from .progress import clear_running, current_running, set_running
+from .recycling import health, mark_recycle
 from .streaming import ChunkStream, FailedItem, WorkloadRun
 
 # (api, version) → built predictor. __init__ runs once per worker process per version.
@@ -143,7 +144,8 @@ def call_with_timeout(func: Callable[[], Any], timeout_s: float | None) -> Any:
     if timeout_s is None:
         return func()
     # A hung predict cannot be interrupted in Python; it is left on a daemon thread so that
-    # this task, and the worker slot, move on.
+    # this task, and the worker slot, move on, and the process is tainted: its Nanny restarts
+    # it once its other tasks end (see recycling.py).
     ctx = contextvars.copy_context()
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -157,6 +159,7 @@ def call_with_timeout(func: Callable[[], Any], timeout_s: float | None) -> Any:
     try:
         return future.result(timeout=timeout_s)
     except concurrent.futures.TimeoutError:
+        health.taint(_current_worker())
         raise Timeout(f"predict did not finish within timeout_s={timeout_s:g}") from None
 
 
@@ -219,10 +222,16 @@ def run_chunk(spec: ChunkSpec, items: list[ChunkItem]) -> list[Outcome] | None:
     the task returns None: the gateway already reads the scheduler's event stream, so it
     needs no second connection (to this worker) to fetch the task's result.
     """
-    with _gate(spec):
-        outcomes = _run_chunk(spec, items)
+    health.enter()
+    try:
+        with _gate(spec):
+            outcomes = _run_chunk(spec, items)
+    finally:
+        last_of_tainted = health.leave()
+    worker = _current_worker()
+    if last_of_tainted:
+        mark_recycle(outcomes, worker)
     if spec.get("outcomes_by_event") and _approx_bytes(outcomes) <= _OUTCOMES_EVENT_BYTES:
-        worker = _current_worker()
         key = _task_key(worker)
         if worker is not None and key is not None:
             worker.log_event(OUTCOMES_TOPIC, {"key": key, "outcomes": outcomes})

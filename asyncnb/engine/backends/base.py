@@ -91,4 +91,8 @@ class Backend(Protocol):
     def release(self, task: TaskHandle) -> None:
         """Forget a task that has ended; the cluster may drop what it holds of it."""
 
+    async def recycle_worker(self, task: TaskHandle, worker: str) -> None:
+        """Restart the worker process that ran `task` (ended, its outcomes applied), which a
+        hung predict was left in: forget the task first, so that it is not run again."""
+
     async def close(self) -> None: ...

@@ -7,7 +7,9 @@ without fetching its result, and releasing ended tasks without a message of thei
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from distributed import Client, Future
@@ -27,6 +29,11 @@ from .base import (
 )
 
 logger = logging.getLogger(__name__)
+# How long a restart may take, the fresh process included (the Nanny itself gives the old
+# process 4 s to close, then kills it; the hung thread is a daemon, out of Dask's executor).
+_RESTART_TIMEOUT_S = 30.0
+_FORGET_TIMEOUT_S = 5.0
+_UNSTICK_AGAIN_S = 2.0
 
 
 class DaskTask:
@@ -67,6 +74,9 @@ class DaskBackend:
         # opens the Dask client's 10 ms batching window, and a submit right after it would
         # wait that out (+5 ms p50 for back-to-back workloads).
         self._ended: list[Future] = []
+        self._recycling: set[str] = set()  # workers being restarted
+        # chunks submitted with a preferred worker and not yet ended: key → (worker, future)
+        self._placed: dict[str, tuple[str, Future]] = {}
 
     def subscribe(self, on_event: EventHandler, on_outcomes: OutcomesHandler) -> None:
         self._handlers = (on_event, on_outcomes)
@@ -138,6 +148,8 @@ class DaskBackend:
             **placement,
         )
         self._ended.clear()
+        if worker:
+            self._placed[key] = (worker, future)
         return DaskTask(future)
 
     def submit_warm(self, key: str, spec: ChunkSpec, *, resources: dict[str, float]) -> DaskTask:
@@ -148,12 +160,63 @@ class DaskBackend:
         # The client is asynchronous: `future.cancel()` alone returns a coroutine and does
         # nothing until awaited.
         assert isinstance(task, DaskTask)
+        self._placed.pop(task.key, None)
         await self.client.cancel([task.future])
 
     def release(self, task: TaskHandle) -> None:
         assert isinstance(task, DaskTask)
+        self._placed.pop(task.key, None)
         self._ended.append(task.future)
+
+    async def recycle_worker(self, task: TaskHandle, worker: str) -> None:
+        assert isinstance(task, DaskTask)
+        # The chunk's (None) result lives on that worker: were the key still wanted when the
+        # worker goes, the scheduler would run the chunk, hung predict and all, again. The
+        # cancel goes by the client's batched stream, not as a request: wait until the
+        # scheduler has forgotten the key before the restart (a request of its own).
+        if task.future in self._ended:
+            self._ended.remove(task.future)
+        await self.client.cancel([task.future], force=True)
+        deadline = time.monotonic() + _FORGET_TIMEOUT_S
+        while time.monotonic() < deadline:
+            states = await self.client.scheduler.get_task_status(keys=[task.key])
+            if states.get(task.key) in (None, "released", "forgotten"):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            logger.warning("the scheduler still holds %s: restarting its worker anyway", task.key)
+        if worker in self._recycling:
+            return
+        self._recycling.add(worker)
+        try:
+            logger.warning("restarting the worker %s, which a hung predict was left in", worker)
+            await self.client.restart_workers([worker], timeout=_RESTART_TIMEOUT_S)
+            await self._unstick(worker)
+            await asyncio.sleep(_UNSTICK_AGAIN_S)  # chunks placed in the meantime
+            await self._unstick(worker)
+        finally:
+            self._recycling.discard(worker)
+
+    async def _unstick(self, gone: str) -> None:
+        """Cancel the chunks preferring `gone` that wait in Dask's `no-worker` state: the
+        dispatcher then runs them again elsewhere (as any chunk Dask cancelled).
+
+        distributed leaves a task whose (loose) worker restriction names a worker that left,
+        and that found no other running worker then, unrunnable for good: a worker joining
+        later is never offered it (`bulk_schedule_unrunnable_after_adding_worker` skips it).
+        """
+        placed = {key: f for key, (w, f) in self._placed.items() if w == gone}
+        if not placed:
+            return
+        states = await self.client.scheduler.get_task_status(keys=list(placed))
+        stuck = [placed[key] for key, state in states.items() if state == "no-worker"]
+        if stuck:
+            logger.warning("running %d chunks placed on %s again", len(stuck), gone)
+            for future in stuck:
+                self._placed.pop(str(future.key), None)
+            await self.client.cancel(stuck, force=True)
 
     async def close(self) -> None:
         self._ended.clear()
+        self._placed.clear()
         await self.client.close()

@@ -170,6 +170,7 @@ class FakeBackend:
         self.cancelled: list[str] = []
         self.released: list[str] = []
         self.fetched: list[str] = []  # keys whose results were fetched (not sent by event)
+        self.recycled: list[tuple[str, str]] = []  # (task key, worker) restarted
         self.closed = False
         self._handlers: tuple[EventHandler, OutcomesHandler] | None = None
         self._scheduler_changed = False
@@ -252,6 +253,9 @@ class FakeBackend:
 
     def release(self, task: TaskHandle) -> None:
         self.released.append(task.key)
+
+    async def recycle_worker(self, task: TaskHandle, worker: str) -> None:
+        self.recycled.append((task.key, worker))
 
     async def close(self) -> None:
         self.closed = True

@@ -156,3 +156,81 @@ def test_an_unreachable_scheduler_is_reported_as_unavailable() -> None:
             await backend.workers()
 
     run(scenario)
+
+
+def test_recycle_forgets_the_task_before_it_restarts_the_worker() -> None:
+    """Were the chunk's key still wanted, the restart would make Dask run the chunk again."""
+
+    async def scenario() -> None:
+        async with dask() as backend:
+            backend.subscribe(lambda event: None, lambda event: None)
+            items = [{"id": "b" * 32, "content_type": "application/json", "body": b"1"}]
+            task = backend.submit_chunk(
+                "asyncnb-echo-3", _spec(Echo), items, resources={}, worker=None
+            )
+            await task.wait()
+            backend.release(task)
+            [worker] = (await backend.workers()).workers
+            restarted: list[tuple[list[str], Any]] = []
+
+            async def restart_workers(workers: list[str], **kw: Any) -> None:
+                states = await backend.client.scheduler.get_task_status(keys=[task.key])
+                restarted.append((workers, states.get(task.key)))
+
+            backend.client.restart_workers = restart_workers  # type: ignore[method-assign]
+            await backend.recycle_worker(task, worker)
+            assert restarted == [([worker], None)]  # the scheduler had forgotten the key
+
+    run(scenario)
+
+
+def test_recycle_runs_again_the_chunks_stuck_on_the_worker_that_left() -> None:
+    """Dask never offers a later worker a task whose loose restriction names a worker that
+    left while no other ran: those chunks are cancelled, so the dispatcher runs them again."""
+
+    class FakeFuture:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+    class FakeScheduler:
+        address = "tcp://scheduler:8786"
+
+        def __init__(self) -> None:
+            self.states = {"asyncnb-old": None, "asyncnb-a": "no-worker", "asyncnb-b": "processing"}
+
+        async def get_task_status(self, keys: list[str]) -> dict[str, Any]:
+            return {key: self.states.get(key) for key in keys}
+
+    class FakeClient:
+        def __init__(self) -> None:
+            self.scheduler = FakeScheduler()
+            self.cancelled: list[str] = []
+            self.restarted: list[str] = []
+
+        async def cancel(self, futures: list[FakeFuture], force: bool = False) -> None:
+            self.cancelled.extend(str(f.key) for f in futures)
+
+        async def restart_workers(self, workers: list[str], **kw: Any) -> None:
+            self.restarted.extend(workers)
+
+    async def scenario() -> None:
+        import asyncnb.engine.backends.dask as module
+
+        client = FakeClient()
+        backend = DaskBackend(client)  # type: ignore[arg-type]
+        for key, worker in [("asyncnb-a", "tcp://w1"), ("asyncnb-b", "tcp://w1")]:
+            backend._placed[key] = (worker, FakeFuture(key))  # type: ignore[assignment]
+        backend._placed["asyncnb-c"] = ("tcp://w2", FakeFuture("asyncnb-c"))  # type: ignore[assignment]
+        old = module.DaskTask.__new__(module.DaskTask)
+        old.future, old.key = FakeFuture("asyncnb-old"), "asyncnb-old"  # type: ignore[assignment]
+        saved = module._UNSTICK_AGAIN_S
+        module._UNSTICK_AGAIN_S = 0.0
+        try:
+            await backend.recycle_worker(old, "tcp://w1")
+        finally:
+            module._UNSTICK_AGAIN_S = saved
+        assert client.restarted == ["tcp://w1"]
+        assert client.cancelled == ["asyncnb-old", "asyncnb-a"]  # the ended one, the stuck one
+        assert set(backend._placed) == {"asyncnb-b", "asyncnb-c"}
+
+    run(scenario)
