@@ -13,6 +13,8 @@ Layout under the root URL::
     outbox/{api}/{id}.json          webhook deliveries still owed
     journal/{api}/{n}.log           on a local disk, the journal instead of queue/, status.json
                                     and outbox/ (engine/store/journal.py)
+    lease.json                      who serves this storage (object stores: conditional writes)
+    lease.lock                      the same on a local disk, under an flock (engine/lease.py)
 
 Every path of the layout is spelled here, and only here.
 """
@@ -133,6 +135,9 @@ class Storage:
 
     def journal_dir(self) -> str:
         return self.path("journal")
+
+    def lease_path(self) -> str:
+        return self.path("lease.lock" if self.is_local else "lease.json")
 
     def keys_dir(self) -> str:
         return self.path("keys")

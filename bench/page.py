@@ -606,6 +606,56 @@ def section_streaming(data: dict[str, Any], drawn: dict[str, Path], page: Path) 
     return lines
 
 
+def section_durability(data: dict[str, Any], drawn: dict[str, Path], page: Path) -> list[str]:
+    heading = "## Durability levels: what `--durability fsync` costs a submit"
+    if "error" in data:
+        return [heading, "", f"Failed: {_one_line(data['error'])}"]
+    res = data["results"]
+    modes = res["modes"]
+    rows = [
+        [
+            f"`{mode}`",
+            num(modes[mode]["submit_per_s"]),
+            num(modes[mode]["submit_p50_ms"], 2),
+            num(modes[mode]["submit_p99_ms"], 2),
+            num(modes[mode].get("fsyncs_per_submit"), 3) if mode == "fsync" else "0",
+            str(modes[mode]["failures"]),
+        ]
+        for mode in ("buffered", "fsync")
+    ]
+    runs = ", ".join(f"{run['mode']} {num(run['submit_per_s'])}" for run in res.get("runs", []))
+    disk = res.get("raw_fsync", {})
+    return [
+        heading,
+        "",
+        f"`bench.durability`: two `asyncnb serve --workers {res['workers']}` gateways on local "
+        "disk, one `--durability buffered` and one `--durability fsync`, measured in "
+        f"alternating rounds of {res['n']:,} no-op submits from {res['clients']} concurrent "
+        "clients, back to back; only `POST /{api}` is timed (the workloads run meanwhile, "
+        "and drain between rounds). Medians of "
+        f"{res['rounds']} rounds per mode. With `fsync` a `202` waits for the journal's "
+        "group commit, so concurrent submits share one fsync: *fsyncs per submit* is the "
+        "fsync gateway's `asyncnb_journal_fsyncs_total` over its accepted submits (final "
+        "records included). One fsync of a 1 KiB append on this disk alone: "
+        f"p50 {num(disk.get('p50_ms'), 2)} ms, p99 {num(disk.get('p99_ms'), 2)} ms.",
+        "",
+        table(
+            [
+                "durability",
+                "submits/s (202)",
+                "submit p50 ms",
+                "submit p99 ms",
+                "fsyncs per submit",
+                "failures",
+            ],
+            rows,
+        ),
+        "",
+        f"fsync / buffered: **{num_or_nan(res['rate_ratio']):.0%}** of the submit rate, "
+        f"{num(res['p50_added_ms'], 2)} ms added to the p50. Each round, submits/s: {runs}.",
+    ]
+
+
 Section = Callable[[dict[str, Any], dict[str, Path], Path], list[str]]
 # One section per part, in the page's order (that of bench.report's parts).
 SECTIONS: dict[str, Section] = {
@@ -615,6 +665,7 @@ SECTIONS: dict[str, Section] = {
     "latency": section_latency,
     "fairness": section_fairness,
     "streaming": section_streaming,
+    "durability": section_durability,
 }
 
 

@@ -17,7 +17,9 @@ Parts, each a subprocess writing `<results-dir>/<part>.json`:
 - `streaming`: `python -m bench.streaming` (event latency of one SSE stream at light load;
   1,000 SSE streams on one gateway: latency, the gateway's memory per stream, every output
   delivered in order; no-op throughput on the current code against the commit before
-  streaming, in a git worktree, alternating).
+  streaming, in a git worktree, alternating);
+- `durability`: `python -m bench.durability` (submit rate and latency, 64 clients, of
+  `--durability buffered` against `fsync` on local disk, alternating rounds).
 
 The results go into `docs/benchmarks.md`, between its two marker lines
 `<!-- bench.report: results start ... -->` and `<!-- bench.report: results end -->`: only what
@@ -46,7 +48,7 @@ from bench.page import MarkerError, results_block, shown, splice, standalone
 from bench.plots import draw
 from bench.targets import all_targets
 
-PARTS = ("run", "queue", "payloads", "latency", "fairness", "streaming")
+PARTS = ("run", "queue", "payloads", "latency", "fairness", "streaming", "durability")
 MODULES = {
     "run": "bench.run",
     "queue": "bench.queue_cost",
@@ -54,6 +56,7 @@ MODULES = {
     "latency": "bench.latency",
     "fairness": "bench.fairness",
     "streaming": "bench.streaming",
+    "durability": "bench.durability",
 }
 TIMEOUTS_S = {
     "run": 1500,
@@ -62,6 +65,7 @@ TIMEOUTS_S = {
     "latency": 900,
     "fairness": 900,
     "streaming": 1500,  # about 5 minutes; bench.streaming stops itself after 1,200 s
+    "durability": 1000,  # about 2 minutes; bench.durability stops itself after 900 s
 }
 RUN_N, RUN_N_QUICK = 5000, 500
 RUN_PACED_N_QUICK = 500  # 2 s per system at bench.run's default 250/s; the full run keeps 2500

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 
-RESERVED_NAMES = frozenset({"apis", "healthz", "metrics", "docs", "openapi.json", "redoc", "keys"})
+RESERVED_NAMES = frozenset(
+    {"apis", "healthz", "livez", "metrics", "docs", "openapi.json", "redoc", "keys"}
+)
 # The patterns as text too, for routers that take regular expressions (the Jupyter extension).
 API_NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 WORKLOAD_ID_PATTERN = r"[0-9a-f]{32}"

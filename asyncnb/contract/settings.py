@@ -22,6 +22,10 @@ FlagKind = Literal["text", "int", "float", "switch", "json", "resources", "list"
 # their workloads round-robin by `submitted_by`, "fifo" first come first served over everyone.
 QueuePolicy = Literal["fair", "fifo"]
 QUEUE_POLICIES: tuple[QueuePolicy, ...] = ("fair", "fifo")
+# When the local journal's records count as written: "buffered" once they reach the kernel
+# (survive a kill -9), "fsync" once they are on disk (survive power loss; group commit).
+Durability = Literal["buffered", "fsync"]
+DURABILITIES: tuple[Durability, ...] = ("buffered", "fsync")
 
 
 def default_storage_url() -> str:
@@ -129,6 +133,17 @@ class GatewaySettings:
             choices=QUEUE_POLICIES,
             help="how an API's queue is shared among callers within a priority: fair "
             "(submitters take turns, by submitted_by) or fifo (first come first served)",
+        ),
+    )
+    durability: Durability = field(
+        default="buffered",
+        metadata=_flag(
+            show_default=True,
+            env="ASYNCNB_DURABILITY",
+            choices=DURABILITIES,
+            help="when a local journal's record counts as written (202, results): buffered "
+            "(in the kernel: survives a crash of the gateway) or fsync (on disk: survives "
+            "power loss; concurrent writes share an fsync). Object stores: a PUT either way",
         ),
     )
     max_deploy_bytes: int = field(
@@ -241,6 +256,25 @@ class GatewaySettings:
         ),
     )
     log_level: str = field(default="warning", metadata=_flag(show_default=True))
+    standby: bool = field(
+        default=False,
+        metadata=_flag(
+            kind="switch",
+            help="when another gateway serves the storage, wait as a standby and take over "
+            "when its lease ends (default: refuse to start)",
+        ),
+    )
+    lease_ttl_s: float = field(
+        default=15.0,
+        metadata=_flag(
+            kind="float",
+            flag="--lease-ttl",
+            show_default=True,
+            minimum=1,
+            help="seconds an active gateway's storage lease lasts unrenewed (renewed every "
+            "third of it); a standby takes over after it",
+        ),
+    )
     # tunables without a flag
     inline_payload_bytes: int = 1024 * 1024
     inline_result_bytes: int = 1024 * 1024
@@ -271,6 +305,8 @@ class GatewaySettings:
             return "--max-connections-per-client must be 0 (no cap) or more"
         if self.queue_policy not in QUEUE_POLICIES:
             return f"--queue-policy must be one of {', '.join(QUEUE_POLICIES)}"
+        if self.durability not in DURABILITIES:
+            return f"--durability must be one of {', '.join(DURABILITIES)}"
         if not is_loopback_host(self.host) and not self.token and not self.insecure:
             return f"refusing to listen on {self.host} without --token; pass --insecure to insist"
         return None

@@ -33,9 +33,11 @@ from .event_webhooks import EventWebhooks, chosen_events
 from .events import EventHub
 from .finished_cache import FinishedCache
 from .keys import APIKey, KeyRing
+from .lease import Lease
 from .metrics import GatewayMetrics
 from .settings import EngineSettings
-from .store import WorkloadStore, open_store, sweep_workload_folders
+from .store import JournalStore, WorkloadStore, open_store, sweep_workload_folders
+from .store.commit import fsync_file
 from .workload import Ending, WorkloadState
 
 logger = logging.getLogger(__name__)
@@ -49,12 +51,19 @@ class Engine:
         backend: Backend,
         settings: EngineSettings | None = None,
         cluster: ScalableCluster | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.storage = storage
-        self.store: WorkloadStore = open_store(storage)
         self.settings = settings or EngineSettings()
+        # A gateway builds its engine once it holds the storage's lease (server/serve.py).
+        fence = lease.check if lease is not None else None
+        self.store: WorkloadStore = open_store(storage, self.settings.durability, fence=fence)
         self.apis: dict[str, APIState] = {}
         self.metrics = GatewayMetrics(lambda: [a.snapshot() for a in self.apis.values()])
+        # --durability fsync on a local journal: what was written is awaited onto the disk
+        self._commits = self.store.commits if isinstance(self.store, JournalStore) else None
+        if self._commits is not None:
+            self._commits.observe = self.metrics.journal_fsynced
         self.tasks = BackgroundTasks()
         self.events = EventHub(EventStore(storage), self.io, self.tasks)
         self.dispatcher = Dispatcher(
@@ -287,15 +296,28 @@ class Engine:
         """Persist the queue entry, then queue it. Only after this may the gateway say 202."""
         if workload.id not in self._accepting and not self.claim(workload.id):
             return await self.replay(state.name, workload.id) or workload
+        if self._commits is not None and workload.payload_stored:
+            # --durability fsync: a streamed payload is on disk before its queue entry
+            path = self.storage.payload_path(workload.api, workload.id)
+            try:
+                await asyncio.to_thread(fsync_file, path)
+            except OSError as exc:
+                raise storage_unavailable(exc) from exc
         await self._stored(self.store.accept, workload)
         workload.body = workload.body if not workload.payload_stored else None
         self._live[workload.id] = workload
         state.queue.push(workload)
         state.counts["submitted"] += 1
         self._count_submitted(state, [workload])
+        self.dispatcher.wake()
+        if self._commits is not None:
+            # Queued first, so what runs matches the journal even if this request goes away.
+            try:
+                await self._commits.synced()  # the record is on disk before the 202
+            except OSError as exc:
+                raise storage_unavailable(exc) from exc
         claim = self._accepting.pop(workload.id)
         claim.set_result(workload)
-        self.dispatcher.wake()
         return workload
 
     def _count_submitted(self, state: APIState, workloads: Iterable[WorkloadState]) -> None:
@@ -482,6 +504,8 @@ class Engine:
             await self.io_unbounded(
                 self.store.finish, state.name, [(w, record, url) for w, _, record, url in writes]
             )
+            if self._commits is not None:
+                await self._commits.synced()
         except Exception:
             logger.exception("could not persist %d final records of %s", len(writes), state.name)
             for workload, _, _, _ in writes:

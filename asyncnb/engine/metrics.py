@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -100,6 +100,24 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
+
+        # --durability fsync: the journal's group commits (each one fsync for every write before
+        # it), observed from the committer thread; 0 in buffered mode
+        self.journal_fsyncs = Counter(
+            "asyncnb_journal_fsyncs",
+            "fsyncs of the local journal (--durability fsync), each shared by the writes before it",
+            registry=self.registry,
+        )
+        self.journal_fsync_seconds = Histogram(
+            "asyncnb_journal_fsync_seconds",
+            "Time one journal fsync (group commit) took",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+
+    def journal_fsynced(self, seconds: float) -> None:
+        self.journal_fsyncs.inc()
+        self.journal_fsync_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

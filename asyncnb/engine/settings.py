@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..contract.settings import GatewaySettings, QueuePolicy
+from ..contract.settings import Durability, GatewaySettings, QueuePolicy
 from ..contract.webhook_policy import WebhookPolicy
 
 
@@ -21,6 +21,7 @@ class EngineSettings:
     max_chunk: int = _gateway_default("max_chunk")
     prefetch: int = _gateway_default("prefetch")
     queue_policy: QueuePolicy = _gateway_default("queue_policy")  # noqa: RUF009 (a str)
+    durability: Durability = _gateway_default("durability")  # noqa: RUF009 (a str)
     webhook_attempts: int = _gateway_default("webhook_attempts")
     webhook_backoff_s: float = _gateway_default("webhook_backoff_s")
     sweep_interval_s: float = _gateway_default("sweep_interval_s")

@@ -16,6 +16,7 @@ from ..contract.settings import GatewaySettings, is_loopback_host
 from ..contract.webhook_policy import WebhookPolicy
 from ..engine import Engine, EngineSettings
 from ..engine.backends.dask import DaskBackend
+from ..engine.lease import Lease
 from ..engine.store import JournalLocked
 from ..errors import GatewayStartFailed, UsageError
 from ..storage import Storage
@@ -42,8 +43,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 @asynccontextmanager
-async def gateway_engine(settings: GatewaySettings) -> AsyncIterator[Engine]:
-    """Storage, Dask, the Dask backend and the engine, started; all stopped again on exit."""
+async def gateway_engine(
+    settings: GatewaySettings, lease: Lease | None = None
+) -> AsyncIterator[Engine]:
+    """Storage, Dask, the Dask backend and the engine, started; all stopped again on exit.
+    `lease`: the storage's lease, held by this gateway (its fencing check)."""
     step = "open the storage"
     try:
         storage = Storage(settings.storage, settings.storage_options)
@@ -57,7 +61,8 @@ async def gateway_engine(settings: GatewaySettings) -> AsyncIterator[Engine]:
     backend = DaskBackend(client)
     try:
         step = "open the workload store"
-        engine = Engine(storage, backend, engine_settings(settings, cluster), cluster=cluster)
+        chosen = engine_settings(settings, cluster)
+        engine = Engine(storage, backend, chosen, cluster=cluster, lease=lease)
         try:
             step = f"read the storage {storage.url}"
             await engine.start()

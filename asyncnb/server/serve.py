@@ -15,27 +15,37 @@ import contextlib
 import errno
 import gc
 import logging
+import math
 import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
 from ..contract.settings import GatewaySettings
 from ..engine import Engine
+from ..engine.lease import Holder, Lease, open_lease
 from ..errors import GatewayStartFailed
 from ..gateway import create_asgi_app
+from ..gateway.standby import StandbyGate
 from ..storage import Storage
 from .connection_guard import ConnectionLimits, GuardedHttpToolsProtocol
 from .lifespan import gateway_engine
-from .local import RuntimeRecord, remove_runtime_file, shape_of, write_runtime_file
+from .local import (
+    RuntimeRecord,
+    read_runtime_file,
+    remove_runtime_file,
+    shape_of,
+    write_runtime_file,
+)
 
 logger = logging.getLogger(__name__)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+T = TypeVar("T")
 
 
 def _tune_gc() -> None:
@@ -117,8 +127,90 @@ def bound_url(server: uvicorn.Server, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _socket_url(sock: socket.socket, host: str) -> str:
+    """`bound_url` of a socket uvicorn does not serve yet."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{sock.getsockname()[1]}"
+
+
+async def _lease_call(func: Callable[[], T]) -> T:
+    return await asyncio.to_thread(func)
+
+
+def _served_by(storage: Storage, holder: Holder | None) -> str:
+    """Who serves the storage already, where, and what to do about it."""
+    pid = holder.pid if holder else None
+    running = read_runtime_file(storage.url) if storage.is_local else None
+    if running is not None and running.pid == pid:
+        return (
+            f"storage {storage.url} is already served by the gateway at {running.url} "
+            f"(pid {pid}): use it (ASYNCNB_GATEWAY={running.url}) or stop it first "
+            "(`asyncnb local stop`), or pass --standby to take over when it stops"
+        )
+    where = f"the gateway at {holder.url}" if holder and holder.url else "another gateway"
+    return (
+        f"storage {storage.url} is already served by {where} (pid {pid or '?'}); "
+        "pass --standby to take over when it stops"
+    )
+
+
+async def _renew_until_lost(lease: Lease) -> None:
+    """Renew the lease every third of its TTL; return once it is lost, or about to expire
+    unrenewed (storage unreachable): then the gateway stops serving (self-fencing)."""
+    margin = min(1.0, lease.ttl_s / 10)
+    while True:
+        until = lease.held_until
+        if until is None and not lease.renew():  # an flock: held while this process lives
+            return
+        remaining = None if until is None else until - margin - time.monotonic()
+        wait = lease.ttl_s / 3 if remaining is None else max(0.0, min(lease.ttl_s / 3, remaining))
+        await asyncio.sleep(wait)
+        until = lease.held_until
+        if until is None:
+            continue
+        remaining = until - margin - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            renewed = await asyncio.wait_for(_lease_call(lease.renew), remaining)
+        except TimeoutError:
+            return
+        except Exception as exc:
+            logger.warning("cannot renew the lease: %s", _one_line(exc))
+            continue
+        if not renewed:
+            return
+
+
+class _Active:
+    """The engine of a gateway holding its lease, and what goes when it stops."""
+
+    def __init__(self, stack: contextlib.AsyncExitStack, app: Any) -> None:
+        self.stack = stack
+        self.app = app
+        self.watch: asyncio.Future[Any] | None = None
+        self.published = False
+
+    async def close(self, storage: Storage) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+        if self.published:
+            remove_runtime_file(storage.url, os.getpid())
+            self.published = False
+        self.app.state.engine = None
+        await self.stack.aclose()
+
+
 class Gateway:
-    """One gateway: its listening socket, its engine, and uvicorn serving its app."""
+    """One gateway: its listening socket, its storage lease, its engine while it holds the
+    lease, and uvicorn serving its app (behind the standby gate, gateway/standby.py)."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -126,45 +218,149 @@ class Gateway:
         self.url = ""
 
     async def run(self, on_ready: Callable[[str], None] | None = None) -> str | None:
-        """Serve until stopped; how it stopped: a signal's name, "idle", or None (`stop`)."""
+        """Serve until stopped; how it stopped: a signal's name, "idle", or None (`stop`).
+
+        The engine starts only once this gateway holds its storage's lease: a second gateway
+        on the same storage refuses to start, or with `--standby` serves as a standby and
+        takes over when the lease ends."""
         settings = self.settings
         sock = listen(settings.host, settings.port)
         try:
-            async with gateway_engine(settings) as engine:
-                return await self._serve(engine, sock, on_ready)
+            storage, lease = await self._lease(sock)
+            try:
+                held = await _lease_call(lease.acquire)
+            except Exception as exc:
+                message = f"cannot read the storage {storage.url} (its lease): {_one_line(exc)}"
+                raise GatewayStartFailed(message) from exc
+            if not held and not settings.standby:
+                holder = await _lease_call(lease.holder)
+                raise GatewayStartFailed(_served_by(storage, holder))
+            try:
+                return await self._serve(sock, storage, lease, held, on_ready)
+            finally:
+                await _lease_call(lease.release)
         finally:
             sock.close()
 
+    async def _lease(self, sock: socket.socket) -> tuple[Storage, Lease]:
+        settings = self.settings
+        try:
+            storage = Storage(settings.storage, settings.storage_options)
+        except Exception as exc:
+            message = f"cannot open the storage ({settings.storage}): {_one_line(exc)}"
+            raise GatewayStartFailed(message) from exc
+        url = settings.public_url or _public_base(_socket_url(sock, settings.host), settings.host)
+        return storage, open_lease(storage, url, settings.lease_ttl_s)
+
     async def _serve(
-        self, engine: Engine, sock: socket.socket, on_ready: Callable[[str], None] | None
+        self,
+        sock: socket.socket,
+        storage: Storage,
+        lease: Lease,
+        held: bool,
+        on_ready: Callable[[str], None] | None,
     ) -> str | None:
         settings = self.settings
         app = create_asgi_app(settings)
-        app.state.engine = engine
-        activity = Activity(app)
+        gate = StandbyGate(app, retry_after_s=math.ceil(lease.poll_s))
+        activity = Activity(gate)
         self.server = server = GatewayServer(_config(activity, settings))
+        active: _Active | None = None
+        # renewed from the moment it is held: starting Dask can take longer than the TTL
+        renewing: asyncio.Future[None] | None = None
+        if held:  # as before: a gateway that cannot start its engine fails before serving
+            renewing = asyncio.ensure_future(_renew_until_lost(lease))
+            try:
+                active = await self._activate(app, gate, activity, lease)
+            except BaseException:
+                renewing.cancel()
+                raise
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started:
-            if task.done():
-                await task
-                raise GatewayStartFailed("the gateway stopped while starting")
-            await asyncio.sleep(0.02)
-        self.url = bound_url(server, settings.host)
-        app.state.base_url = settings.public_url or _public_base(self.url, settings.host)
-        published = self._publish(engine.storage)
-        watch = None
-        if settings.idle_timeout_s:
-            watch = asyncio.ensure_future(self._stop_when_idle(engine, activity))
-        if on_ready is not None:
-            on_ready(self.url)
         try:
+            while not server.started:
+                if task.done():
+                    await task
+                    raise GatewayStartFailed("the gateway stopped while starting")
+                await asyncio.sleep(0.02)
+            self.url = bound_url(server, settings.host)
+            app.state.base_url = settings.public_url or _public_base(self.url, settings.host)
+            if active is not None:
+                active.published = self._publish(storage)
+                if on_ready is not None:
+                    on_ready(self.url)
+            else:
+                try:
+                    holder = await _lease_call(lease.holder)
+                except Exception:
+                    holder = None  # the storage did not answer: the polls below retry
+                gate.standby(holder.url if holder else None)
+                logger.warning(
+                    "standby at %s (storage %s is served by %s)",
+                    self.url,
+                    storage.url,
+                    (holder.url if holder else None) or "another gateway",
+                )
+            while not task.done():
+                if active is None:
+                    if not await self._wait_for_lease(task, lease, gate):
+                        break
+                    logger.warning(
+                        "took over storage %s (lease epoch %s)", storage.url, lease.epoch
+                    )
+                    renewing = asyncio.ensure_future(_renew_until_lost(lease))
+                    active = await self._activate(app, gate, activity, lease)
+                    active.published = self._publish(storage)
+                    if on_ready is not None:
+                        on_ready(self.url)
+                    continue
+                assert renewing is not None
+                await asyncio.wait([task, renewing], return_when=asyncio.FIRST_COMPLETED)
+                if renewing.done() and not task.done():
+                    # self-fencing: no accepting, dispatching or finishing without the lease
+                    logger.error("lost the lease of storage %s: standing by", storage.url)
+                    gate.standby(None)
+                    await active.close(storage)
+                    active = None
+                    await _lease_call(lease.release)
             await task
+            return server.stopped_by
         finally:
-            if watch is not None:
-                watch.cancel()
-            if published:
-                remove_runtime_file(engine.storage.url, os.getpid())
-        return server.stopped_by
+            if renewing is not None:
+                renewing.cancel()
+            gate.standby(None)
+            if not task.done():
+                server.should_exit = True
+                await asyncio.wait([task])
+            if active is not None:
+                await active.close(storage)
+
+    async def _activate(
+        self, app: Any, gate: StandbyGate, activity: Activity, lease: Lease
+    ) -> _Active:
+        """Start the engine (recovery, dispatch); the lease is held."""
+        stack = contextlib.AsyncExitStack()
+        engine = await stack.enter_async_context(gateway_engine(self.settings, lease))
+        app.state.engine = engine
+        active = _Active(stack, app)
+        if self.settings.idle_timeout_s:
+            active.watch = asyncio.ensure_future(self._stop_when_idle(engine, activity))
+        gate.activate()
+        return active
+
+    async def _wait_for_lease(
+        self, task: asyncio.Future[Any], lease: Lease, gate: StandbyGate
+    ) -> bool:
+        """Poll the lease until this gateway holds it (True) or stops serving (False)."""
+        while not task.done():
+            try:
+                if await _lease_call(lease.acquire):
+                    return True
+                holder = await _lease_call(lease.holder)
+                gate.standby(holder.url if holder else None)
+            except Exception as exc:
+                logger.warning("cannot read the lease: %s", _one_line(exc))
+            await asyncio.wait([task], timeout=lease.poll_s)
+        return False
 
     def _publish(self, storage: Storage) -> bool:
         """Record where this gateway listens, for the processes that share its storage."""

@@ -15,7 +15,7 @@ import pytest
 from asyncnb.contract.names import new_workload_id
 from asyncnb.contract.status import Status
 from asyncnb.engine.workload import WorkloadState
-from bench import fairness, report, streaming
+from bench import durability, fairness, report, streaming
 from bench.page import END_MARKER, START_MARKER
 from bench.queue_cost import Batch, cpu_per_submit, median_levels, summarise_level
 from bench.targets import curve_reach
@@ -51,6 +51,7 @@ def test_page_holds_every_section_target_and_plot(tmp_path: Path) -> None:
         "## Light-load latency against raw Dask",
         "## Fair queuing across callers: one key's flood against another's trickle",
         "## Streaming: event latency, many SSE streams, and the cost to other workloads",
+        "## Durability levels: what `--durability fsync` costs a submit",
     ):
         assert heading in text
     targets = text.split("## Targets (issue 6)")[1].split("\n## ")[0]
@@ -302,3 +303,65 @@ def test_the_sse_reader_says_what_a_stream_missed() -> None:
     assert swapped.problem() == "output 0 came as index 1"
     refused = _read(b"HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\n\r\n", 1, 64)
     assert refused.status == 503 and "503" in (refused.problem() or "")
+
+
+# --------------------------------------------------------------------------- durability
+
+
+def _durability_json() -> dict[str, Any]:
+    found: dict[str, Any] = json.loads((RESULTS / "durability.json").read_text())
+    return found
+
+
+def test_the_durability_section_lands_in_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    assert _render(tmp_path, page) == 0
+    text = page.read_text()
+    section = text.split("## Durability levels")[1].split("\n## ")[0]
+    res = _durability_json()["results"]
+    fsync = res["modes"]["fsync"]
+    assert "| `buffered` |" in section and "| `fsync` |" in section
+    assert f"| {fsync['submit_per_s']:,.0f} | {fsync['submit_p50_ms']:,.2f} |" in section
+    assert f"**{res['rate_ratio']:.0%}** of the submit rate" in section
+    assert "One fsync of a 1 KiB append on this disk alone" in section
+    assert "`python -m bench.durability" in text
+    assert 0 < fsync["fsyncs_per_submit"] < 1  # group commit: submits shared fsyncs
+
+
+def test_a_failed_durability_part_says_why(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    meta = _durability_json()["meta"]
+    (results / "durability.json").write_text(json.dumps({"meta": meta, "error": "no disk"}))
+    page = tmp_path / "benchmarks.md"
+    assert _render(tmp_path, page, results) == 0
+    section = page.read_text().split("## Durability levels")[1].split("\n## ")[0]
+    assert "Failed: no disk" in section
+
+
+def test_durability_medians_and_ratios() -> None:
+    def one(mode: str, rate: float, p50: float, fsyncs: float = 0) -> dict[str, Any]:
+        return {
+            "mode": mode,
+            "accepted": 100,
+            "failures": 0,
+            "submit_per_s": rate,
+            "submit_p50_ms": p50,
+            "submit_p99_ms": 2 * p50,
+            "fsyncs": fsyncs,
+        }
+
+    rounds = [
+        one("buffered", 1000, 10),
+        one("fsync", 500, 20, 10),
+        one("fsync", 700, 14, 20),
+        one("buffered", 800, 12),
+        one("buffered", 900, 11),
+        one("fsync", 600, 16, 30),
+    ]
+    summary = durability.summarise(rounds)
+    assert summary["modes"]["buffered"]["submit_per_s"] == 900
+    assert summary["modes"]["fsync"]["submit_p50_ms"] == 16
+    assert summary["modes"]["fsync"]["fsyncs_per_submit"] == pytest.approx(60 / 300)
+    assert summary["rate_ratio"] == pytest.approx(600 / 900)
+    assert summary["p50_added_ms"] == pytest.approx(5)

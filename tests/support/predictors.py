@@ -160,3 +160,36 @@ class Chatty:
             logging.getLogger("chatty").warning("%s logging %s", tag, n)
             time.sleep(0.002)
         return {"tag": tag, "pid": os.getpid()}
+
+
+class HangsWhenAsked:
+    """`{"hang": true}` never returns: `time.sleep(10**6)`, or with config `{"spin": true}`
+    a pure-Python busy loop. It first leaves a file named after its pid in config `folder`,
+    so a test knows which process a hung predict holds; other payloads return the pid."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.folder = config["folder"]
+        self.spin = bool(config.get("spin"))
+
+    def predict(self, payload: Any) -> Any:
+        if payload.get("hang"):
+            open(os.path.join(self.folder, str(os.getpid())), "w").close()
+            if self.spin:
+                while True:
+                    pass
+            time.sleep(10**6)
+        time.sleep(float(payload.get("sleep", 0)))
+        return {"name": payload.get("name"), "pid": os.getpid()}
+
+
+class Appending:
+    """Appends `name pid` to `config["path"]` each time it runs: a test counts executions."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.path = config["path"]
+
+    def predict(self, payload: Any) -> Any:
+        time.sleep(float(payload.get("sleep", 0)))
+        with open(self.path, "a") as log:
+            log.write(f"{payload['name']} {os.getpid()}\n")
+        return {"name": payload["name"]}

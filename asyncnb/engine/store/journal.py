@@ -7,8 +7,10 @@ call of a 37-byte header (kind, workload id, data length) and its data:
 - `F` final: the final record as JSON; the newest `F` of an id wins;
 - `W` final with a webhook still owed (its JSON names the URL).
 
-The data reaches the kernel before `accept` returns, so it survives a `kill -9` of the gateway
-(`fsync=True` also covers power loss). A restart replays the segments: accepted ids without a
+The data reaches the kernel before `accept` returns, so it survives a `kill -9` of the gateway.
+With `fsync=True` (`asyncnb serve --durability fsync`) it also survives power loss: `commits`,
+a group commit (commit.py), fsyncs on a thread, and the engine awaits `commits.synced()` before
+it answers `202` or shows a result. A restart replays the segments: accepted ids without a
 final record are queued again. A segment is deleted once it holds no unfinished workload and
 every final record in it has expired. One gateway owns a journal at a time (an flock).
 """
@@ -28,6 +30,7 @@ from ...storage import Storage
 from .. import jsoncodec
 from ..workload import WorkloadState
 from .base import FinalWrite, delete_stored_payload
+from .commit import GroupCommit, fsync_folder
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class JournalStore:
         self.segment_bytes = segment_bytes
         self.root = storage.journal_dir()
         os.makedirs(self.root, exist_ok=True)
+        # buffered (the default): None, and nothing on the write path waits for the disk
+        self.commits: GroupCommit | None = None
         self._lock = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,12 +112,18 @@ class JournalStore:
         for api in sorted(os.listdir(self.root)):
             if os.path.isdir(os.path.join(self.root, api)):
                 self._replay(api)
+        if fsync:
+            fsync_folder(os.path.dirname(self.root))  # the journal folder's own name
+            self.commits = GroupCommit()
 
     # writing -----------------------------------------------------------------------------
     def _journal(self, api: str) -> _APIJournal:
         journal = self._apis.get(api)
         if journal is None:
             folder = os.path.join(self.root, api)
+            if self.commits is not None and not os.path.isdir(folder):
+                os.makedirs(folder)
+                fsync_folder(self.root)  # once per API: its folder's name is durable
             os.makedirs(folder, exist_ok=True)
             journal = self._apis[api] = _APIJournal(folder)
         return journal
@@ -147,17 +158,22 @@ class JournalStore:
             # Disk full or similar: cut the partial batch so the next one starts on a boundary.
             os.ftruncate(journal.writer, segment.size)
             raise
-        if self.fsync:
-            os.fsync(journal.writer)
+        if self.commits is not None:
+            self.commits.wrote(journal.writer)  # the engine awaits `commits.synced()`
         segment.size += len(blob)
         return segment, offsets
 
     def _rotate(self, journal: _APIJournal) -> _Segment:
         if journal.writer is not None:
-            os.close(journal.writer)
+            if self.commits is not None:
+                self.commits.retire(journal.writer)  # closed once its last writes are synced
+            else:
+                os.close(journal.writer)
         number = max(journal.segments, default=0) + 1
         path = os.path.join(journal.folder, f"{number:010d}.log")
         journal.writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self.commits is not None:
+            self.commits.created(journal.folder)  # the new segment's name, in the same fsync
         segment = _Segment(path, number)
         journal.segments[number] = segment
         journal.current = segment
@@ -303,6 +319,8 @@ class JournalStore:
             del self._finals[workload_id]
 
     def close(self) -> None:
+        if self.commits is not None:
+            self.commits.close()  # what is written is synced before the writers close
         for journal in self._apis.values():
             if journal.writer is not None:
                 os.close(journal.writer)

@@ -3,13 +3,18 @@ and the expiry sweep of per-workload folders, which every store needs."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Container
 from typing import Any
 
 from ...storage import Storage
+from ..lease import S3Objects
 from ..workload import WorkloadState
 from .base import FinalWrite, delete_stored_payload
+
+logger = logging.getLogger(__name__)
 
 
 def sweep_workload_folders(
@@ -34,8 +39,42 @@ def sweep_workload_folders(
 
 
 class ObjectStore:
-    def __init__(self, storage: Storage) -> None:
+    """`fence`, when given, raises (`LeaseLost`) once this gateway no longer holds the
+    storage's lease: checked before each batch of final records. On S3 a final record is
+    also written only if none exists (`If-None-Match: *`): a deposed gateway's late write
+    never replaces the record its successor wrote for the same workload."""
+
+    def __init__(self, storage: Storage, fence: Callable[[], None] | None = None) -> None:
         self.storage = storage
+        self.fence = fence
+        self._conditional = storage.protocol in ("s3", "s3a")
+
+    def _write_final(self, api: str, workload: WorkloadState, record: dict[str, Any]) -> None:
+        storage, path = self.storage, self.storage.status_path(api, workload.id)
+        if not self._conditional:
+            storage.write_json(path, record)
+            return
+        data = json.dumps(record, separators=(",", ":")).encode()
+        target = S3Objects(storage.fs, path)
+        try:
+            written = target.put(data, if_match=None)
+        except OSError as exc:
+            if "NotImplemented" not in repr(exc) and "NotImplemented" not in repr(exc.__cause__):
+                raise
+            # an S3-compatible store without conditional writes: as before, unconditional
+            logger.warning("%s has no conditional writes: final records unfenced", storage.url)
+            self._conditional = False
+            storage.write_json(path, record)
+            return
+        if written is not None:
+            return
+        found = target.get()
+        existing = json.loads(found[0]) if found else None
+        if isinstance(existing, dict) and existing.get("created_at") == record.get("created_at"):
+            return  # this workload's final record is written already (by a successor): it wins
+        # a record left by an earlier workload of the same id (an expired idempotency key)
+        if found is None or target.put(data, if_match=found[1]) is None:
+            raise OSError(f"the final record of {workload.id} changed while written")
 
     def accept(self, workload: WorkloadState) -> None:
         self.storage.write_bytes(
@@ -44,12 +83,14 @@ class ObjectStore:
 
     def finish(self, api: str, writes: list[FinalWrite]) -> None:
         storage = self.storage
+        if self.fence is not None and writes:
+            self.fence()
         for workload, record, url in writes:
             if url:
                 storage.write_json(storage.outbox_path(api, workload.id), {"url": url})
             # The final record lands before the queue entry goes: a crash in between leaves a
             # queue entry that recovery recognises as finished, never a lost workload.
-            storage.write_json(storage.status_path(api, workload.id), record)
+            self._write_final(api, workload, record)
             storage.delete(storage.queue_path(api, workload.id))
             delete_stored_payload(storage, workload)
 

@@ -44,6 +44,7 @@ VARIED: dict[str, Any] = {
     "max_chunk": 8,
     "prefetch": 0,
     "queue_policy": "fifo",
+    "durability": "fsync",
     "max_deploy_bytes": 1024,
     "autoscale_interval_s": 2.5,
     "min_workers": 0,
@@ -59,13 +60,15 @@ VARIED: dict[str, Any] = {
     "max_connections_per_client": 0,
     "idle_timeout_s": 90.5,
     "log_level": "info",
+    "standby": True,
+    "lease_ttl_s": 4.5,
 }
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The serve flags read these variables; the tests decide their values."""
-    for name in ("ASYNCNB_STORAGE", "ASYNCNB_TOKEN", "ASYNCNB_ADMIN_TOKEN"):
+    for name in ("ASYNCNB_STORAGE", "ASYNCNB_TOKEN", "ASYNCNB_ADMIN_TOKEN", "ASYNCNB_DURABILITY"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -238,6 +241,21 @@ def test_queue_policy_is_fair_unless_told_and_must_be_a_known_one() -> None:
     # ...and settings built another way (the extension, Python) say why too.
     problem = GatewaySettings(queue_policy="lifo").problem()
     assert problem is not None and "--queue-policy must be one of fair, fifo" in problem
+
+
+def test_durability_is_buffered_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parsed([]).durability == "buffered" and EngineSettings().durability == "buffered"
+    fsync = parsed(["--durability", "fsync"])
+    assert fsync.durability == "fsync" and fsync.problem() is None
+    assert EngineSettings.from_gateway(fsync).durability == "fsync"
+    monkeypatch.setenv("ASYNCNB_DURABILITY", "fsync")
+    assert parsed([]).durability == "fsync"
+    import click
+
+    with pytest.raises(click.BadParameter, match="always"):
+        parsed(["--durability", "always"])
+    problem = GatewaySettings(durability="always").problem()  # type: ignore[arg-type]
+    assert problem is not None and "--durability must be one of buffered, fsync" in problem
 
 
 def test_storage_timeout_has_a_minimum() -> None:
