@@ -598,7 +598,10 @@ def test_s3_outage_loses_no_accepted_workload(s3_outage: Outage) -> None:
     status = s3_outage.status_after
     # Requests that timed out on the client may still have been accepted: they completed too.
     assert status["queue_depth"] == status["in_progress"] == 0
-    assert status["completed"] == status["submitted"] >= N
+    # An outage longer than the storage lease's TTL makes the gateway step down and take its
+    # lease (and its engine) back when storage returns: the counters then start again from
+    # the recovered workloads, but every one of them completed (asserted above, by id).
+    assert status["completed"] == status["submitted"] > 0
     assert s3_outage.after["status"] == "completed"  # service resumed with storage
     assert s3_outage.after["result"]["n"] == -1
 
