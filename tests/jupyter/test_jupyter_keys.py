@@ -24,7 +24,7 @@ import pytest
 
 from asyncnb.contract.keys import parse_key
 
-from ..support.jupyter import JupyterServer, Kernel, alive
+from ..support.jupyter import JupyterServer, Kernel, alive, wait_done
 from ..support.processes import Gateway
 
 websocket = pytest.importorskip("websocket")
@@ -91,18 +91,6 @@ class Deployed:
             timeout=90,
             follow_redirects=False,
         )
-
-
-def wait_done(http: httpx.Client, path: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = http.get(path, headers={"Prefer": "wait=10"})
-        assert response.status_code == 200, f"{response.status_code} {response.text}"
-        record = response.json()
-        if record["status"] in ("completed", "failed", "cancelled"):
-            return record
-    raise AssertionError(f"{path} did not finish: {record}")
 
 
 def local(location: str) -> str:

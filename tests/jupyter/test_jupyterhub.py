@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ..support.hub import HubKernel, JupyterHub, UserServer, hub_missing, wait_done
+from ..support.hub import HubKernel, JupyterHub, UserServer, hub_missing
+from ..support.jupyter import wait_done
 
 pytest.importorskip("websocket")
 pytestmark = pytest.mark.timeout(600)

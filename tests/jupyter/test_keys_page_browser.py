@@ -26,7 +26,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from ..support.browser import launch_chromium, save_failure_artifacts, screenshot
-from ..support.jupyter import JupyterServer, Kernel, alive
+from ..support.jupyter import JupyterServer, Kernel, alive, wait_done
 
 websocket = pytest.importorskip("websocket")
 pytestmark = pytest.mark.timeout(600)
@@ -150,18 +150,6 @@ def failure_artifacts(page: Page, server: JupyterServer, name: str) -> Iterator[
             f"{exc}\n--- page text ---\n{text[-4000:]}\n--- jupyter server log ---\n"
             f"{server.log_tail(80)}"
         ) from exc
-
-
-def wait_done(http: httpx.Client, location: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = http.get(location, headers={"Prefer": "wait=10"})
-        assert response.status_code == 200, f"{response.status_code} {response.text}"
-        record = response.json()
-        if record["status"] in ("completed", "failed", "cancelled"):
-            return record
-    raise AssertionError(f"{location} did not finish: {record}")
 
 
 def open_page(page: Page, url: str) -> None:

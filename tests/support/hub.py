@@ -551,19 +551,6 @@ c.Spawner.environment = {{
             return ""
 
 
-def wait_done(http: httpx.Client, url: str, timeout: float = 60) -> dict[str, Any]:
-    """The workload record at `url` once it has finished (long polls with Prefer: wait)."""
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = http.get(url, headers={"Prefer": "wait=10"})
-        assert response.status_code == 200, f"{response.status_code} {response.text}"
-        record = response.json()
-        if record["status"] in ("completed", "failed", "cancelled"):
-            return record
-    raise AssertionError(f"{url} did not finish: {record}")
-
-
 def _kill_group(pid: int) -> None:
     """SIGKILL `pid`'s process group (every process here starts a session of its own)."""
     try:

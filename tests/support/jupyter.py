@@ -274,3 +274,16 @@ def pytest_jupyter_fixtures() -> dict[str, Any]:
 
     prefixes = ("jp_", "http_server", "io_loop", "echo_kernel_spec")
     return {name: getattr(plugin, name) for name in dir(plugin) if name.startswith(prefixes)}
+
+
+def wait_done(http: httpx.Client, url: str, timeout: float = 60) -> dict[str, Any]:
+    """The workload record at `url` once it has finished (long polls with Prefer: wait)."""
+    deadline = time.monotonic() + timeout
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = http.get(url, headers={"Prefer": "wait=10"})
+        assert response.status_code == 200, f"{response.status_code} {response.text}"
+        record = response.json()
+        if record["status"] in ("completed", "failed", "cancelled"):
+            return record
+    raise AssertionError(f"{url} did not finish: {record}")

@@ -49,6 +49,8 @@ def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: 
 class Gateway:
     """`asyncnb serve` as a real process on a free loopback port."""
 
+    ready_line = READY  # the output line that says it serves (and where)
+
     def __init__(self, *args: str, env: dict[str, str] | None = None, log: Path | None = None):
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
@@ -68,22 +70,30 @@ class Gateway:
             start_new_session=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
+        try:
+            self.url = self.wait_for(self.ready_line, timeout)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"gateway did not start: {exc}") from None
+        return self
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> str:
+        """The first group of the first output line matching `pattern` (within `timeout`)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         seen: list[str] = []
         while time.monotonic() < deadline:
             try:
-                line = self._lines.get(timeout=0.5)
+                line = self._lines.get(timeout=0.2)
             except queue.Empty:
                 if self.proc.poll() is not None:
                     break
                 continue
             seen.append(line)
-            match = READY.search(line)
+            match = pattern.search(line)
             if match:
-                self.url = match.group(1)
-                return self
-        self.stop()
-        raise RuntimeError("gateway did not start:\n" + "".join(seen[-40:]))
+                return match.group(1)
+        raise RuntimeError(f"no {pattern.pattern!r} within {timeout} s:\n" + "".join(seen[-40:]))
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import queue
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,36 +26,7 @@ TTL = 3.0
 class Standby(Gateway):
     """`asyncnb serve --standby` started while another gateway serves its storage."""
 
-    def start(self, timeout: float = 90) -> Standby:
-        cmd = [str(BIN / "asyncnb"), "serve", "--port", "0", *self.args]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=self.env,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.url = self.wait_for(STANDBY, timeout)
-        return self
-
-    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> str:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            seen.append(line)
-            match = pattern.search(line)
-            if match:
-                return match.group(1)
-        raise RuntimeError(f"no {pattern.pattern!r} within {timeout} s:\n" + "".join(seen[-40:]))
+    ready_line = STANDBY  # it says where it stands by, then `ready at` once it serves
 
 
 @pytest.fixture(scope="module")
