@@ -19,7 +19,7 @@ _CLICK_TYPES: dict[str, Any] = {"int": int, "float": float}
 
 def _option(spec: ServeFlag) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     if spec.kind == "switch":
-        return click.option(spec.flag, spec.setting, is_flag=True, help=spec.help)
+        return click.option(spec.flag, spec.setting, is_flag=True, envvar=spec.env, help=spec.help)
     kind: Any = _CLICK_TYPES.get(spec.kind)
     if spec.minimum is not None:
         kind = click.FloatRange(min=spec.minimum)

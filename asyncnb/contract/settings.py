@@ -261,7 +261,8 @@ class GatewaySettings:
         metadata=_flag(
             kind="switch",
             help="when another gateway serves the storage, wait as a standby and take over "
-            "when its lease ends (default: refuse to start)",
+            "when its lease ends (default: refuse to start, saying who serves it)",
+            env="ASYNCNB_STANDBY",
         ),
     )
     lease_ttl_s: float = field(

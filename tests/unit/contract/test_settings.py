@@ -68,7 +68,8 @@ VARIED: dict[str, Any] = {
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The serve flags read these variables; the tests decide their values."""
-    for name in ("ASYNCNB_STORAGE", "ASYNCNB_TOKEN", "ASYNCNB_ADMIN_TOKEN", "ASYNCNB_DURABILITY"):
+    names = ("ASYNCNB_STORAGE", "ASYNCNB_TOKEN", "ASYNCNB_ADMIN_TOKEN", "ASYNCNB_DURABILITY")
+    for name in (*names, "ASYNCNB_STANDBY"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -256,6 +257,19 @@ def test_durability_is_buffered_unless_told(monkeypatch: pytest.MonkeyPatch) -> 
         parsed(["--durability", "always"])
     problem = GatewaySettings(durability="always").problem()  # type: ignore[arg-type]
     assert problem is not None and "--durability must be one of buffered, fsync" in problem
+
+
+def test_standby_is_off_unless_a_flag_or_the_environment_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment sets ASYNCNB_STANDBY in its manifest; a second `asyncnb serve` typed on a
+    laptop refuses, saying who serves the storage, rather than waiting unseen."""
+    assert parsed([]).standby is False
+    assert parsed(["--standby"]).standby is True
+    monkeypatch.setenv("ASYNCNB_STANDBY", "true")
+    assert parsed([]).standby is True
+    monkeypatch.setenv("ASYNCNB_STANDBY", "0")
+    assert parsed([]).standby is False
 
 
 def test_storage_timeout_has_a_minimum() -> None:
