@@ -6,7 +6,7 @@ import re
 import uuid
 
 RESERVED_NAMES = frozenset(
-    {"apis", "healthz", "livez", "metrics", "docs", "openapi.json", "redoc", "keys"}
+    {"apis", "healthz", "livez", "metrics", "docs", "openapi.json", "redoc", "keys", "compat"}
 )
 # The patterns as text too, for routers that take regular expressions (the Jupyter extension).
 API_NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"

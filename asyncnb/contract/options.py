@@ -66,6 +66,11 @@ class APIOptions(BaseModel):
     example: Any = Field(
         None, description="an example payload (JSON, up to 64 KiB), shown in curl lines"
     )
+    compat: list[str] | None = Field(
+        None,
+        description="the peers' contracts (see docs/compat.md) this API is served by under "
+        "/compat/, of those the gateway serves; unset: all; []: none",
+    )
 
     @field_validator("mem", mode="before")
     @classmethod
@@ -111,6 +116,17 @@ class APIOptions(BaseModel):
         if not 24 <= len(key) <= 64:
             raise ValueError("the secret must decode to 24-64 bytes")
         return value
+
+    @field_validator("compat")
+    @classmethod
+    def _check_compat(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        from .compat import compat_problem
+
+        if value == ["none"] or (problem := compat_problem(value, "compat")) is None:
+            return [] if value == ["none"] else list(dict.fromkeys(value))
+        raise ValueError(problem)
 
     @field_validator("example")
     @classmethod

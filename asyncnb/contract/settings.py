@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
+from .compat import COMPAT_CONTRACTS, compat_problem
+
 DEFAULT_STORAGE = "~/.asyncnb/storage"
 
 FlagKind = Literal["text", "int", "float", "switch", "json", "resources", "list"]
@@ -174,6 +176,16 @@ class GatewaySettings:
             help="most workers autoscaling starts (default: --workers; none for --cluster)",
         ),
     )
+    compat: tuple[str, ...] = field(
+        default=COMPAT_CONTRACTS,
+        metadata=_flag(
+            kind="list",
+            help="the peers' contracts served under /compat/ (comma list of "
+            + ", ".join(COMPAT_CONTRACTS)
+            + "; none: only asyncnb's own)  [default: all]",
+            env="ASYNCNB_COMPAT",
+        ),
+    )
     webhook_allow: tuple[str, ...] = field(
         default=(),
         metadata=_flag(
@@ -306,6 +318,8 @@ class GatewaySettings:
             return "--max-connections-per-client must be 0 (no cap) or more"
         if self.queue_policy not in QUEUE_POLICIES:
             return f"--queue-policy must be one of {', '.join(QUEUE_POLICIES)}"
+        if problem := compat_problem(self.compat, "--compat"):
+            return problem
         if self.durability not in DURABILITIES:
             return f"--durability must be one of {', '.join(DURABILITIES)}"
         if not is_loopback_host(self.host) and not self.token and not self.insecure:
@@ -360,6 +374,8 @@ def settings_from_flags(given: Mapping[str, Any]) -> GatewaySettings:
     for spec in serve_flags():
         if spec.kind == "text" and spec.default is None and chosen.get(spec.setting) == "":
             del chosen[spec.setting]  # `--token ""` or an empty variable: not given
+        if spec.kind == "list" and chosen.get(spec.setting) == "":
+            del chosen[spec.setting]  # not given: the setting's own default
         value = chosen.get(spec.setting)
         if spec.kind == "list" and isinstance(value, str):
             chosen[spec.setting] = split_list(value)

@@ -269,6 +269,7 @@ class _NoInline:
 
 
 _NO_INLINE: Any = _NoInline()
+NO_INLINE = _NO_INLINE  # what `inline_result` answers for a result it cannot show inline
 
 
 # How a workload ends: its final status, and the error when it failed.

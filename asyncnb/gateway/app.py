@@ -20,6 +20,7 @@ from ..contract.settings import GatewaySettings
 from ..contract.version import __version__
 from ..engine.errors import EngineError
 from .asgi import DeployBodyLimit
+from .compat import add_compat_routes
 from .errors import INTERNAL_ERROR, ErrorAnswer, HTTPError, answer_for, error_answer
 from .event_routes import add_event_routes
 from .fastpath import StatusFastPath
@@ -54,6 +55,7 @@ def create_app(settings: GatewaySettings, lifespan: Lifespan | None = None) -> F
     add_admin_routes(app)
     add_key_routes(app)
     add_event_routes(app)
+    add_compat_routes(app, settings)  # before /{api}/...: `compat` is a reserved name
     add_workload_routes(app)
     return app
 

@@ -49,6 +49,7 @@ VARIED: dict[str, Any] = {
     "autoscale_interval_s": 2.5,
     "min_workers": 0,
     "max_workers": 5,
+    "compat": ("none",),
     "webhook_allow": ("example.com", ".internal", "10.0.0.0/8"),
     "webhook_deny": ("evil.example",),
     "body_timeout_s": 30.0,
@@ -69,7 +70,7 @@ VARIED: dict[str, Any] = {
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The serve flags read these variables; the tests decide their values."""
     names = ("ASYNCNB_STORAGE", "ASYNCNB_TOKEN", "ASYNCNB_ADMIN_TOKEN", "ASYNCNB_DURABILITY")
-    for name in (*names, "ASYNCNB_STANDBY"):
+    for name in (*names, "ASYNCNB_STANDBY", "ASYNCNB_COMPAT"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -270,6 +271,16 @@ def test_standby_is_off_unless_a_flag_or_the_environment_asks(
     assert parsed([]).standby is True
     monkeypatch.setenv("ASYNCNB_STANDBY", "0")
     assert parsed([]).standby is False
+
+
+def test_compat_serves_every_contract_unless_narrowed_and_refuses_unknown_ones() -> None:
+    from asyncnb.contract.compat import COMPAT_CONTRACTS, enabled_contracts
+
+    assert parsed([]).compat == COMPAT_CONTRACTS
+    assert enabled_contracts(parsed(["--compat", "none"]).compat) == ()
+    assert parsed(["--compat", "cortex"]).compat == ("cortex",)
+    problem = parsed(["--compat", "cortex,grpc"]).problem()
+    assert problem is not None and "unknown contract 'grpc'" in problem
 
 
 def test_storage_timeout_has_a_minimum() -> None:
