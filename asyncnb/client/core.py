@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..contract.keys import looks_like_key
 from ..contract.options import EXAMPLE_MAX_BYTES
@@ -27,6 +27,7 @@ from ..errors import (
     UsageError,
 )
 from .pickling import pickle_predictor
+from .retries import RetryPolicy, Sent, send
 from .sharing import SharedKey
 from .text import checked_api_name, describe_api, explain_detail
 from .workload import Workload
@@ -47,17 +48,36 @@ def set_dashboard_factory(factory: DashboardFactory | None) -> None:
     _dashboard_factory = factory
 
 
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, GatewayUnreachable) or (
-        isinstance(exc, GatewayError) and exc.status_code == 503
-    )
+def gateway_urls(url: str | Sequence[str]) -> list[str]:
+    """`"http://a,http://b"` or `["http://a", "http://b"]`: the gateway URLs, in order."""
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    urls = [part.strip().rstrip("/") for part in parts if part.strip()]
+    if not urls:
+        raise UsageError(f"no gateway URL in {url!r}")
+    return urls
 
 
 class Client:
-    """Talks to one gateway: `url` or `ASYNCNB_GATEWAY`, else the local gateway of the storage
-    (`ASYNCNB_STORAGE`, default ~/.asyncnb/storage), which it starts when none runs."""
+    """Talks to a gateway: `url` or `ASYNCNB_GATEWAY`, else the local gateway of the storage
+    (`ASYNCNB_STORAGE`, default ~/.asyncnb/storage), which it starts when none runs.
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
+    `url` may list several gateways of one storage (`"http://a,http://b"`, or a list): an
+    active one and its standbys. The client uses one at a time and moves to the next when it
+    does not answer or answers `503`/`502`/`504`.
+
+    Reads and submits ride out a gateway that is briefly away (a restart, or a standby taking
+    over) by retrying for up to `retry_timeout` seconds (0: never); every submit carries an
+    `Idempotency-Key` (one is made when the caller gives none), so a retry can never create a
+    second workload. See retries.py."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | None = None,
+        token: str | None = None,
+        timeout: float = 60.0,
+        *,
+        retry_timeout: float = 60.0,
+    ):
         url = url or os.environ.get("ASYNCNB_GATEWAY")
         if not url:
             # No gateway configured: the local gateway of this process's storage, shared with
@@ -68,13 +88,25 @@ class Client:
             url, token = local.url, token if token is not None else local.token
         elif token is None:
             token = os.environ.get("ASYNCNB_TOKEN") or None
-        self.url = url.rstrip("/")
+        self.urls = gateway_urls(url)
+        self._current = 0
+        self._reached = False  # whether any gateway has answered this client
         self.token = token
+        self.retry_policy = RetryPolicy(timeout_s=max(0.0, retry_timeout))
         self._http = httpx.Client(
             base_url=self.url,
             headers=self.auth_headers(),
             timeout=httpx.Timeout(timeout, connect=10.0),
         )
+
+    @property
+    def url(self) -> str:
+        """The gateway URL in use now (the first of `urls` until one fails)."""
+        return self.urls[self._current]
+
+    @property
+    def retry_timeout(self) -> float:
+        return self.retry_policy.timeout_s
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -89,7 +121,7 @@ class Client:
         return httpx.AsyncClient(base_url=self.url, headers=self.auth_headers(), timeout=timeout)
 
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"
+        return f"Client({','.join(self.urls)!r})"
 
     def close(self) -> None:
         self._http.close()
@@ -101,28 +133,51 @@ class Client:
         self.close()
 
     # transport ---------------------------------------------------------------------------
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"cannot reach the gateway at {self.url}: {exc}") from None
+    def request(
+        self, method: str, path: str, *, repeatable: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One request; `repeatable` (safe to send again: a read, a keyed submit) retries it
+        while the gateway is away, within `retry_timeout`. GatewayUnreachable when no
+        gateway answered, GatewayError for an error status."""
+        sent = send(
+            lambda: self._try(method, path, kwargs),
+            self.retry_policy,
+            repeatable=repeatable,
+            urls=len(self.urls),
+            reached=lambda: self._reached,
+        )
+        if sent.response is None:
+            where = "the gateway at " if len(self.urls) == 1 else "the gateways at "
+            where += ", ".join(self.urls)
+            raise GatewayUnreachable(f"cannot reach {where}{sent.note()}: {sent.error}")
+        response = sent.response
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
-            except ValueError:
+            except (ValueError, AttributeError):
                 detail = response.text
+            if isinstance(detail, str):
+                detail += sent.note()
             raise GatewayError(response.status_code, detail)
         return response
 
-    @retry(
-        retry=retry_if_exception(_transient),
-        stop=stop_after_attempt(5),
-        wait=wait_exponential(multiplier=0.1, max=2),
-        reraise=True,
-    )
+    def _try(self, method: str, path: str, kwargs: dict[str, Any]) -> Sent:
+        url = self.url
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            sent = Sent(url, error=exc)
+        else:
+            self._reached = True
+            sent = Sent(url, response=response)
+        if len(self.urls) > 1 and sent.fails_over() and self.url == url:
+            self._current = (self._current + 1) % len(self.urls)
+            self._http.base_url = httpx.URL(self.url)
+        return sent
+
     def get_json(self, path: str, **kwargs: Any) -> Any:
-        """GET with retries on unreachable gateways and 503s (reads are safe to repeat)."""
-        return self.request("GET", path, **kwargs).json()
+        """GET with retries while the gateway is away (reads are safe to repeat)."""
+        return self.request("GET", path, repeatable=True, **kwargs).json()
 
     # APIs --------------------------------------------------------------------------------
     def deploy(
@@ -325,7 +380,10 @@ class AsyncAPI:
         webhook_events: Iterable[str] | None = None,
     ) -> Workload:
         """Queue one workload; `webhook_events` chooses what its webhook gets (default: its
-        end; see `asyncnb.contract.events.EVENT_TYPES`)."""
+        end; see `asyncnb.contract.events.EVENT_TYPES`). It is sent with `idempotency_key`, or
+        a key made for this call, and resent with that same key while the gateway is away
+        (within the client's `retry_timeout`), so it makes one workload however often it is
+        sent."""
         body, media = encode_payload(payload, content_type)
         headers = {"Content-Type": media}
         if priority:
@@ -334,10 +392,13 @@ class AsyncAPI:
             headers["X-Webhook-URL"] = webhook_url
         if webhook_events is not None:
             headers["X-Webhook-Events"] = ",".join(webhook_events)
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
+        # Always a key, so that a retry after a lost answer gets the workload it created
+        # instead of a second one.
+        headers["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         try:
-            info = self.client.request("POST", f"/{self.name}", content=body, headers=headers)
+            info = self.client.request(
+                "POST", f"/{self.name}", repeatable=True, content=body, headers=headers
+            )
         except GatewayError as exc:
             if exc.status_code in (400, 404, 413, 422):
                 raise UsageError(explain_detail(exc.detail)) from None

@@ -2,6 +2,8 @@
 
 It reaches its gateway through the API handle it came from (`AsyncAPI` in core.py, or any
 object with the same `name`, `url` and `client`), so it needs nothing else of the client.
+Its reads are `repeatable`: they ride out a gateway that is briefly away (a takeover) within
+the client's `retry_timeout`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ class GatewayCalls(Protocol):
 
     def async_http(self, timeout: float = 10.0) -> httpx.AsyncClient: ...
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
+    def request(
+        self, method: str, path: str, *, repeatable: bool = False, **kwargs: Any
+    ) -> httpx.Response: ...
 
     def get_json(self, path: str, **kwargs: Any) -> Any: ...
 
@@ -80,8 +84,8 @@ class Workload:
 
     def notebook(self, format: str = "ipynb") -> bytes:
         """The executed notebook of a notebook API's workload (`format="html"` to render)."""
-        params = {"format": format}
-        return self.api.client.request("GET", f"{self.path}/notebook", params=params).content
+        path, params = f"{self.path}/notebook", {"format": format}
+        return self.api.client.request("GET", path, repeatable=True, params=params).content
 
     def cancel(self) -> dict[str, Any]:
         return dict(self.api.client.request("DELETE", self.path).json())
@@ -116,7 +120,7 @@ class Workload:
     def logs(self) -> str:
         """Its log: the newest 1 MiB of its latest attempt's stdout, stderr and logging."""
         try:
-            return self.api.client.request("GET", f"{self.path}/logs").text
+            return self.api.client.request("GET", f"{self.path}/logs", repeatable=True).text
         except GatewayError as exc:
             if exc.status_code in (400, 404):
                 raise UsageError(str(exc.detail)) from None
@@ -141,5 +145,5 @@ class Workload:
     def _result_of(self, info: dict[str, Any]) -> Any:
         if "result" in info:
             return info["result"]
-        response = self.api.client.request("GET", f"{self.path}/result")
+        response = self.api.client.request("GET", f"{self.path}/result", repeatable=True)
         return decode_payload(response.content, response.headers.get("content-type"))
