@@ -4,6 +4,9 @@ The local default gives each visible GPU its own worker, pinned with CUDA_VISIBL
 advertising the resource `GPU=1` (dask-cuda's LocalCUDACluster when the `gpu` extra is
 installed, else one Nanny per GPU); `--worker-resources` overrides that, for example to let
 CPU workers advertise a GPU in tests.
+
+A cluster the gateway starts (the local one, or `--cluster`'s) is held as an `OwnedCluster`:
+when its scheduler stops, the Dask backend has it start a new cluster the same way.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import importlib
 import inspect
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import dask
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed.core import Status
 
 from ..contract.settings import GatewaySettings, is_loopback_host
 from ..errors import UsageError
@@ -74,7 +79,9 @@ def check_storage_reachable(settings: GatewaySettings, storage: Storage) -> None
         )
 
 
-async def start_dask(settings: GatewaySettings, storage: Storage) -> tuple[Any, Any | None]:
+async def start_dask(
+    settings: GatewaySettings, storage: Storage
+) -> tuple[Any, OwnedCluster | None]:
     """(asynchronous Client, the cluster this gateway owns or None)."""
     check_storage_reachable(settings, storage)
     # A local cluster's scheduler shares the gateway's event loop: keep its sampling light.
@@ -87,14 +94,115 @@ async def start_dask(settings: GatewaySettings, storage: Storage) -> tuple[Any, 
     if settings.scheduler:
         client = await Client(settings.scheduler, asynchronous=True)
         return client, None
+    owned = OwnedCluster(lambda: _start_cluster(settings, storage))
+    client = await owned.start()
+    logger.info("the gateway's Dask cluster: scheduler at %s", client.scheduler.address)
+    return client, owned
+
+
+async def _start_cluster(settings: GatewaySettings, storage: Storage) -> Any:
     if settings.cluster:
         cluster = load_factory(settings.cluster)()
         if inspect.isawaitable(cluster):
             cluster = await cluster
-    else:
-        cluster = await _local_cluster(settings, storage)
-    client = await Client(cluster, asynchronous=True)
-    return client, cluster
+        return cluster
+    return await _local_cluster(settings, storage)
+
+
+# How long the rest of a cluster whose scheduler stopped may take to close before its
+# successor starts (its worker processes are ended with it).
+RESTART_CLOSE_TIMEOUT_S = 10.0
+
+
+class OwnedCluster:
+    """The Dask cluster this gateway started, started again the same way when its scheduler
+    stops (`restart`, which the Dask backend calls).
+
+    It stands in for the cluster object: `scale`, `close` and any other attribute (`scale_down`,
+    `new_spec`, `worker_spec`...) are the current cluster's, so the autoscaler sizes, and the
+    gateway's shutdown closes, the new cluster after a restart, never the old one."""
+
+    def __init__(self, start: Callable[[], Awaitable[Any]]) -> None:
+        self._start = start
+        self.current: Any = None
+        self.restarts = 0
+        self._closed = False
+        self._restarting = False
+        self._deferred_scale: int | None = None  # asked for while restarting
+
+    async def start(self) -> Client:
+        """Start the cluster; an asynchronous client of it."""
+        self.current = await self._start()
+        return await Client(self.current, asynchronous=True)
+
+    def __getattr__(self, name: str) -> Any:
+        current = self.__dict__.get("current")
+        if name.startswith("__") or current is None:
+            raise AttributeError(name)
+        return getattr(current, name)
+
+    def scale(self, n: int) -> Any:
+        if self._restarting:
+            self._deferred_scale = n
+            return None
+        return self.current.scale(n)
+
+    def scheduler_stopped(self) -> bool:
+        """Whether the cluster's scheduler has stopped: known where the scheduler object is
+        this process's (LocalCluster's, SpecCluster's); otherwise the backend goes by how long
+        the scheduler stays unreachable."""
+        return not (self._closed or self._restarting) and _scheduler_stopped(self.current)
+
+    async def restart(self) -> Client:
+        """Close what is left of the cluster and start a new one, with as many workers as the
+        old one was sized to; an asynchronous client of it."""
+        if self._closed:
+            raise RuntimeError("the gateway is stopping: no new cluster")
+        self._restarting = True
+        try:
+            old = self.current
+            size = _spec_size(old)
+            await _close_rest(old)
+            self.current = await self._start()
+            if self._closed:  # the gateway began to stop meanwhile: its close missed this one
+                await stop_cluster(self.current)
+                raise RuntimeError("the gateway is stopping: no new cluster")
+            wanted = self._deferred_scale if self._deferred_scale is not None else size
+            if wanted is not None and wanted != _spec_size(self.current):
+                scaled = self.current.scale(wanted)
+                if inspect.isawaitable(scaled):
+                    await scaled
+            client = await Client(self.current, asynchronous=True)
+        finally:
+            self._restarting = False
+            self._deferred_scale = None
+        self.restarts += 1
+        return client
+
+    def close(self) -> Any:
+        self._closed = True
+        return self.current.close() if self.current is not None else None
+
+
+def _scheduler_stopped(cluster: Any) -> bool:
+    status = getattr(getattr(cluster, "scheduler", None), "status", None)
+    return status in (Status.closing, Status.closed, Status.failed)
+
+
+def _spec_size(cluster: Any) -> int | None:
+    spec = getattr(cluster, "worker_spec", None)
+    return None if spec is None else len(spec)
+
+
+async def _close_rest(cluster: Any) -> None:
+    """Close a cluster whose scheduler is gone, within `RESTART_CLOSE_TIMEOUT_S`."""
+    if _scheduler_stopped(cluster) and hasattr(cluster, "shutdown_scheduler"):
+        # Nothing is left to terminate: asking would wait out a connect timeout.
+        cluster.shutdown_scheduler = False
+    try:
+        await stop_cluster(cluster, timeout=RESTART_CLOSE_TIMEOUT_S)
+    except Exception:
+        logger.warning("closing the stopped Dask cluster failed", exc_info=True)
 
 
 # A preload of every worker process the gateway starts itself (see the module).
@@ -175,20 +283,20 @@ def worker_bounds(settings: GatewaySettings, cluster: Any | None) -> dict[str, A
 CLUSTER_CLOSE_TIMEOUT_S = 20.0
 
 
-async def stop_cluster(cluster: Any | None) -> None:
+async def stop_cluster(cluster: Any | None, timeout: float = CLUSTER_CLOSE_TIMEOUT_S) -> None:
     """Close the cluster this gateway started (its client is the backend's to close).
 
-    A stop must end: after `CLUSTER_CLOSE_TIMEOUT_S` the gateway goes on exiting, and
-    multiprocessing ends the worker processes that are left with it."""
+    A stop must end: after `timeout` the gateway goes on exiting, and multiprocessing ends the
+    worker processes that are left with it."""
     if cluster is None:
         return
     closing = cluster.close()
     if not inspect.isawaitable(closing):
         return
     try:
-        await asyncio.wait_for(_awaited(closing), CLUSTER_CLOSE_TIMEOUT_S)
+        await asyncio.wait_for(_awaited(closing), timeout)
     except asyncio.TimeoutError:
-        logger.warning("the cluster did not close within %g s", CLUSTER_CLOSE_TIMEOUT_S)
+        logger.warning("the cluster did not close within %g s", timeout)
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -58,7 +58,9 @@ async def gateway_engine(
     except Exception as exc:
         logger.debug("gateway start failed", exc_info=True)
         raise GatewayStartFailed(f"cannot {step} ({settings.storage}): {_one_line(exc)}") from exc
-    backend = DaskBackend(client)
+    # A cluster of the gateway's own is started again when its scheduler stops; an external
+    # scheduler is only reconnected to.
+    backend = DaskBackend(client, restarter=cluster)
     try:
         step = "open the workload store"
         chosen = engine_settings(settings, cluster)

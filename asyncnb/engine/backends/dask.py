@@ -3,6 +3,11 @@
 It holds the gateway's asynchronous Dask client, and hides what distributed asks of its users:
 reconnecting after the client gave up, subscribing again on a new scheduler, waiting for a task
 without fetching its result, and releasing ended tasks without a message of their own.
+
+A cluster the gateway owns comes with a `ClusterRestarter` (given by the composition root,
+`server.cluster.OwnedCluster`): when its scheduler stopped (or stays unreachable for
+`restart_after_s`), the backend has a new cluster started in its place rather than reconnect to
+an address nobody listens on again, and reports the change as any replaced scheduler.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from distributed import Client, Future
 from distributed.scheduler import KilledWorker
@@ -34,6 +40,22 @@ logger = logging.getLogger(__name__)
 _RESTART_TIMEOUT_S = 30.0
 _FORGET_TIMEOUT_S = 5.0
 _UNSTICK_AGAIN_S = 2.0
+_CLIENT_CLOSE_TIMEOUT_S = 5.0
+# After a failed cluster restart, the next waits this long, doubled each failure up to the max.
+_RESTART_BACKOFF_S = (1.0, 60.0)
+
+
+class ClusterRestarter(Protocol):
+    """A cluster this gateway owns, as far as the backend restarts it."""
+
+    def scheduler_stopped(self) -> bool:
+        """Whether the cluster's scheduler has stopped (closed, failed) for good."""
+        ...
+
+    async def restart(self) -> Client:
+        """Close what is left of the cluster, start a new one with the same settings, and
+        return an asynchronous client of it."""
+        ...
 
 
 class DaskTask:
@@ -62,9 +84,27 @@ class DaskTask:
 
 
 class DaskBackend:
-    def __init__(self, client: Client, *, reconnect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        reconnect_timeout_s: float = 5.0,
+        restarter: ClusterRestarter | None = None,
+        restart_after_s: float = 60.0,
+        restart_backoff_s: tuple[float, float] = _RESTART_BACKOFF_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.reconnect_timeout_s = reconnect_timeout_s
+        self.restarter = restarter
+        self.restart_after_s = restart_after_s
+        self.restarts = 0  # new clusters started in place of one whose scheduler stopped
+        self._backoff_s = restart_backoff_s
+        self._clock = clock
+        self._unreachable_since: float | None = None
+        self._restart_pending = False  # until a new cluster is up
+        self._next_restart = 0.0
+        self._failed_restarts = 0
         # kept: a client that closed may no longer say where its scheduler was
         self._address: str = client.scheduler.address
         self._handlers: tuple[EventHandler, OutcomesHandler] | None = None
@@ -90,13 +130,19 @@ class DaskBackend:
         self.client.subscribe_topic(OUTCOMES_TOPIC, lambda event: on_outcomes(event[1]))
 
     async def workers(self) -> WorkerSnapshot:
-        if self.client.status in ("closing", "closed"):
+        gone = self._scheduler_gone()
+        if gone is not None:
+            await self._restart(gone)
+        elif self.client.status in ("closing", "closed"):
+            self._unreachable()
             await self._reconnect()
         self._ended.clear()  # whatever ended since the last submit goes now
         try:
             identity = await self.client.scheduler.identity(n_workers=-1)
         except Exception as exc:
+            self._unreachable()
             raise BackendUnavailable(f"cannot reach the Dask scheduler: {exc}") from exc
+        self._unreachable_since = None
         scheduler_id = identity.get("id")
         if self._scheduler_id is not None and scheduler_id != self._scheduler_id:
             logger.warning("the Dask scheduler was replaced: subscribing again")
@@ -109,6 +155,64 @@ class DaskBackend:
             for address, w in identity.get("workers", {}).items()
         }
         return WorkerSnapshot(workers, scheduler_changed=changed)
+
+    def _unreachable(self) -> None:
+        if self._unreachable_since is None:
+            self._unreachable_since = self._clock()
+
+    def _scheduler_gone(self) -> str | None:
+        """Why the owned cluster needs a new scheduler; None if it does not (nor ever an
+        external one)."""
+        if self.restarter is None:
+            return None
+        if self._restart_pending or self.restarter.scheduler_stopped():
+            return "the Dask cluster's scheduler stopped"
+        since = self._unreachable_since
+        if since is not None and self._clock() - since >= self.restart_after_s:
+            return f"the Dask cluster's scheduler was unreachable for {self.restart_after_s:g} s"
+        return None
+
+    async def _restart(self, why: str) -> None:
+        """A new cluster in place of the owned one whose scheduler is gone; at most one
+        attempt per backoff interval, until one succeeds."""
+        assert self.restarter is not None
+        if not self._restart_pending:
+            logger.warning("%s: starting a new cluster", why)
+            self._restart_pending = True
+        wait = self._next_restart - self._clock()
+        if wait > 0:
+            raise BackendUnavailable(f"{why}; starting a new cluster in {wait:.0f} s")
+        self._forget_tasks()
+        old = self.client
+        try:
+            await asyncio.wait_for(old.close(), _CLIENT_CLOSE_TIMEOUT_S)
+        except Exception:  # a client of a dead scheduler: it only had to let go
+            logger.debug("closing the client of the stopped scheduler failed", exc_info=True)
+        try:
+            client = await self.restarter.restart()
+        except Exception as exc:
+            low, high = self._backoff_s
+            delay = min(high, low * 2**self._failed_restarts)
+            self._failed_restarts += 1
+            self._next_restart = self._clock() + delay
+            logger.warning("could not start a new Dask cluster (again in %g s): %s", delay, exc)
+            raise BackendUnavailable(f"cannot start a new Dask cluster: {exc}") from exc
+        logger.warning("started a new Dask cluster: scheduler at %s", client.scheduler.address)
+        self.client = client
+        self._address = client.scheduler.address
+        self._restart_pending = False
+        self._failed_restarts = 0
+        self._next_restart = 0.0
+        self._unreachable_since = None
+        self.restarts += 1
+        self._scheduler_id = None
+        self._changed = True  # the engine requeues what the old scheduler held
+        self._subscribe()
+
+    def _forget_tasks(self) -> None:
+        """The futures of a client that is going: none may be released or cancelled later."""
+        self._ended.clear()
+        self._placed.clear()
 
     async def _reconnect(self) -> None:
         """Dask's client gives up after its connect timeout; a gateway must not."""
@@ -217,6 +321,5 @@ class DaskBackend:
             await self.client.cancel(stuck, force=True)
 
     async def close(self) -> None:
-        self._ended.clear()
-        self._placed.clear()
+        self._forget_tasks()
         await self.client.close()

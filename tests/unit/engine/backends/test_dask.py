@@ -4,16 +4,19 @@ event loop (threads, no processes), as distributed's own `gen_cluster` tests run
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import cloudpickle
 import pytest
+from dask import config as dask_config
 from distributed import Client, Scheduler, Worker
 
-from asyncnb.contract.tasks import ChunkSpec, OutcomesEvent, WorkerEvent
+from asyncnb.contract.tasks import EVENT_TOPIC, ChunkSpec, OutcomesEvent, WorkerEvent
 from asyncnb.engine.backends import BackendUnavailable, TaskCancelled, TaskFailed
 from asyncnb.engine.backends.dask import DaskBackend
 
@@ -232,5 +235,141 @@ def test_recycle_runs_again_the_chunks_stuck_on_the_worker_that_left() -> None:
         assert client.restarted == ["tcp://w1"]
         assert client.cancelled == ["asyncnb-old", "asyncnb-a"]  # the ended one, the stuck one
         assert set(backend._placed) == {"asyncnb-b", "asyncnb-c"}
+
+    run(scenario)
+
+
+# an HTTP server (it starts even without a dashboard) on a free port, not on 8787
+SCHEDULER: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "dashboard": False,
+    "dashboard_address": "127.0.0.1:0",
+}
+
+
+class Restarter:
+    """The composition root's `ClusterRestarter` (server.cluster.OwnedCluster) in small: the
+    'cluster' is an in-process scheduler and worker; `restart` starts another pair."""
+
+    def __init__(self, scheduler: Scheduler, *, fail: int = 0) -> None:
+        self.scheduler = scheduler
+        self.fail = fail  # restarts that fail before one succeeds
+        self.calls = 0
+        self.stopped_known = True  # whether the scheduler's status tells it stopped
+        self.started: list[Scheduler | Worker] = []
+
+    def scheduler_stopped(self) -> bool:
+        return self.stopped_known and self.scheduler.status.name in ("closing", "closed")
+
+    async def restart(self) -> Client:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise RuntimeError("no room for a new cluster")
+        self.scheduler = await Scheduler(**SCHEDULER)
+        worker = await Worker(self.scheduler.address, host="127.0.0.1", nthreads=1)
+        self.started += [worker, self.scheduler]
+        return await Client(self.scheduler.address, asynchronous=True)
+
+    async def close(self) -> None:
+        for server in self.started:
+            await server.close()
+
+
+@asynccontextmanager
+async def owned_dask(
+    clock: Callable[[], float], **restarter: Any
+) -> AsyncIterator[tuple[DaskBackend, Restarter, Scheduler]]:
+    """A backend of a cluster 'the gateway owns' (a restarter), on a scheduler of its own."""
+    with dask_config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        scheduler = await Scheduler(**SCHEDULER)
+        worker = await Worker(scheduler.address, host="127.0.0.1", nthreads=1)
+        client = await Client(scheduler.address, asynchronous=True)
+        owned = Restarter(scheduler, **restarter)
+        backend = DaskBackend(
+            client, reconnect_timeout_s=0.5, restarter=owned, restart_after_s=30.0, clock=clock
+        )
+        try:
+            yield backend, owned, scheduler
+        finally:
+            await backend.close()
+            await owned.close()
+            await worker.close()
+            await scheduler.close()
+
+
+def test_a_stopped_scheduler_of_an_owned_cluster_is_replaced_by_a_new_cluster(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        async with owned_dask(time.monotonic) as (backend, owned, scheduler):
+            events: list[WorkerEvent] = []
+            backend.subscribe(events.append, lambda event: None)
+            assert not (await backend.workers()).scheduler_changed
+            with caplog.at_level(logging.WARNING, "asyncnb.engine.backends.dask"):
+                await scheduler.close()  # as `Client(address).shutdown()` would
+                snapshot = await backend.workers()
+            assert snapshot.scheduler_changed and len(snapshot.workers) == 1
+            assert owned.calls == 1 and backend.restarts == 1
+            assert backend.client.scheduler.address == owned.scheduler.address
+            assert "scheduler stopped: starting a new cluster" in caplog.text
+            assert not (await backend.workers()).scheduler_changed  # reported once
+            # subscribed again, on the new scheduler (once the subscription has reached it)
+            hello = {"kind": "hello"}
+
+            def arrived() -> bool:
+                owned.scheduler.log_event(EVENT_TOPIC, hello)
+                return bool(events)
+
+            await until(arrived)
+            assert events[0] == hello
+
+    run(scenario)
+
+
+def test_a_failed_restart_is_tried_again_after_a_growing_backoff_not_at_once() -> None:
+    now = [0.0]
+
+    async def scenario() -> None:
+        async with owned_dask(lambda: now[0], fail=2) as (backend, owned, scheduler):
+            await scheduler.close()
+            with pytest.raises(BackendUnavailable, match="cannot start a new Dask cluster"):
+                await backend.workers()
+            with pytest.raises(BackendUnavailable, match="starting a new cluster in 1 s"):
+                await backend.workers()  # no second try within the backoff
+            assert owned.calls == 1
+            now[0] = 1.0
+            with pytest.raises(BackendUnavailable):
+                await backend.workers()
+            assert owned.calls == 2
+            now[0] = 2.5  # the backoff doubled: 2 s after the second failure
+            with pytest.raises(BackendUnavailable):
+                await backend.workers()
+            assert owned.calls == 2
+            now[0] = 3.0
+            snapshot = await backend.workers()
+            assert owned.calls == 3 and snapshot.scheduler_changed and snapshot.workers
+
+    run(scenario)
+
+
+def test_an_owned_scheduler_unreachable_past_the_bound_is_replaced() -> None:
+    """A scheduler this process cannot see the status of (another process's) is given up on
+    only once it stayed unreachable for `restart_after_s`."""
+    now = [0.0]
+
+    async def scenario() -> None:
+        async with owned_dask(lambda: now[0]) as (backend, owned, scheduler):
+            owned.stopped_known = False
+            await scheduler.close()
+            with pytest.raises(BackendUnavailable):
+                await backend.workers()
+            now[0] = 29.0
+            with pytest.raises(BackendUnavailable):
+                await backend.workers()
+            assert owned.calls == 0
+            now[0] = 30.0
+            snapshot = await backend.workers()
+            assert owned.calls == 1 and snapshot.scheduler_changed and snapshot.workers
 
     run(scenario)
