@@ -8,7 +8,7 @@ status of 3.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,10 +44,14 @@ def _one_line(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def gateway_engine(
-    settings: GatewaySettings, lease: Lease | None = None
+    settings: GatewaySettings,
+    lease: Lease | None = None,
+    engine_closed: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Engine]:
     """Storage, Dask, the Dask backend and the engine, started; all stopped again on exit.
-    `lease`: the storage's lease, held by this gateway (its fencing check)."""
+    `lease`: the storage's lease, held by this gateway (its fencing check). `engine_closed`
+    runs once the engine has stopped and written what it owed, before Dask is taken down
+    (which can take seconds): the lease is handed over then."""
     step = "open the storage"
     try:
         storage = Storage(settings.storage, settings.storage_options)
@@ -83,9 +87,13 @@ async def gateway_engine(
     try:
         yield engine
     finally:
-        await engine.close()
-        await backend.close()
-        await stop_cluster(cluster)
+        try:
+            await engine.close()
+            if engine_closed is not None:
+                await engine_closed()
+        finally:
+            await backend.close()
+            await stop_cluster(cluster)
 
 
 def holder_of(storage: Storage, exc: JournalLocked) -> str:

@@ -339,7 +339,14 @@ class Gateway:
     ) -> _Active:
         """Start the engine (recovery, dispatch); the lease is held."""
         stack = contextlib.AsyncExitStack()
-        engine = await stack.enter_async_context(gateway_engine(self.settings, lease))
+
+        async def hand_over() -> None:
+            # the engine has stopped: a standby may take over while Dask is taken down
+            await _lease_call(lease.release)
+
+        engine = await stack.enter_async_context(
+            gateway_engine(self.settings, lease, engine_closed=hand_over)
+        )
         app.state.engine = engine
         active = _Active(stack, app)
         if self.settings.idle_timeout_s:
