@@ -21,7 +21,7 @@ from ..engine import Engine
 from ..engine.workload import WorkloadState
 from .auth import Caller
 from .errors import HTTPError
-from .routes import find_workload
+from .routes import engine_of, find_workload
 from .schemas import content, errors
 
 SSE_MEDIA = "text/event-stream"
@@ -44,11 +44,6 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
         "retry": {"type": "integer"},
     },
 }
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
 
 
 def last_event_id(request: Request) -> int:
@@ -109,7 +104,7 @@ def add_event_routes(app: FastAPI) -> None:
         """The workload's events, live until it ends; `Last-Event-ID` resumes after an id."""
         after = last_event_id(request)
         _, workload = await find(request, api, workload_id)
-        engine = _engine(request)
+        engine = engine_of(request)
         accept = request.headers.get("accept", "")
         if "application/json" in accept and SSE_MEDIA not in accept:
             found = await engine.events.history(workload, after, MAX_EVENTS_JSON)
@@ -140,5 +135,5 @@ def add_event_routes(app: FastAPI) -> None:
     )
     async def workload_logs(api: str, workload_id: str, request: Request) -> Response:
         _, workload = await find(request, api, workload_id)
-        text = await _engine(request).events.log_text(workload)
+        text = await engine_of(request).events.log_text(workload)
         return PlainTextResponse(text, headers={"Cache-Control": "no-store"})

@@ -75,12 +75,12 @@ class DeployRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-def _engine(request: Request) -> Engine:
+def engine_of(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def _settings(request: Request) -> GatewaySettings:
+def settings_of(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
@@ -89,7 +89,7 @@ def caller(request: Request, access: Access, api: str | None = None) -> Caller:
     """Who the request acts for, if it may; raises the 401, 403 or 429 otherwise."""
     engine = getattr(request.app.state, "engine", None)
     return authorize(
-        _settings(request),
+        settings_of(request),
         engine.keys if engine is not None else None,
         request.headers.get("authorization", ""),
         access,
@@ -109,7 +109,7 @@ async def require_admin(request: Request) -> None:
 def _base_url(request: Request) -> str:
     """Where clients reach the gateway: `--public-url`, else the address it serves on. Never
     the request's `Host`, which any client may set."""
-    configured = _settings(request).public_url or getattr(request.app.state, "base_url", None)
+    configured = settings_of(request).public_url or getattr(request.app.state, "base_url", None)
     return (configured or str(request.base_url)).rstrip("/")
 
 
@@ -125,7 +125,7 @@ async def find_workload(
     who = caller(request, Access.WORKLOAD, api)
     valid_api(api)
     valid_id(workload_id)
-    workload = await _engine(request).get(api, workload_id)
+    workload = await engine_of(request).get(api, workload_id)
     if workload is None:
         raise NotFound(f"workload {workload_id} of API {api!r} not found")
     return who, workload
@@ -175,7 +175,7 @@ def add_admin_routes(app: FastAPI) -> None:
         },
     )
     async def metrics(request: Request) -> Response:
-        return Response(_engine(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(engine_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
         "/apis",
@@ -186,7 +186,7 @@ def add_admin_routes(app: FastAPI) -> None:
     )
     async def list_apis(request: Request) -> dict[str, Any]:
         base = _base_url(request)
-        return {"apis": [s.public(base) for s in _engine(request).apis.values()]}
+        return {"apis": [s.public(base) for s in engine_of(request).apis.values()]}
 
     @app.put(
         "/apis/{api}",
@@ -206,7 +206,7 @@ def add_admin_routes(app: FastAPI) -> None:
             raise RequestValidationError(
                 [{**e, "loc": ("body", "options", *e["loc"])} for e in exc.errors()]
             ) from None
-        policy = _engine(request).settings.webhook_policy
+        policy = engine_of(request).settings.webhook_policy
         if options.webhook_url and (problem := policy.problem(options.webhook_url)):
             raise HTTPError(422, f"options.webhook_url: {problem}")
         try:
@@ -215,7 +215,7 @@ def add_admin_routes(app: FastAPI) -> None:
             raise HTTPError(422, "predictor must be base64 of a cloudpickled class") from None
         if not blob:
             raise HTTPError(422, "predictor is empty")
-        state, secret = await _engine(request).deploy(api, blob, body.config, options)
+        state, secret = await engine_of(request).deploy(api, blob, body.config, options)
         view = state.public(_base_url(request))
         view["webhook_secret"] = secret
         return JSONResponse(view, status_code=201 if state.version == 1 else 200)
@@ -239,7 +239,7 @@ def add_admin_routes(app: FastAPI) -> None:
         without a new version."""
         valid_api(api)
         try:
-            state = await _engine(request).reconfigure(api, changes)
+            state = await engine_of(request).reconfigure(api, changes)
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
@@ -257,7 +257,7 @@ def add_admin_routes(app: FastAPI) -> None:
     )
     async def undeploy(api: str, request: Request) -> dict[str, Any]:
         valid_api(api)
-        await _engine(request).undeploy(api)
+        await engine_of(request).undeploy(api)
         return {"name": api, "deleted": True}
 
 
@@ -277,7 +277,7 @@ def add_workload_routes(app: FastAPI) -> None:
     async def submit(api: str, request: Request) -> JSONResponse:
         who = caller(request, Access.INVOKE, api)
         answer = await submit_workload(
-            _engine(request), _settings(request), api, request.headers, request.stream(), who
+            engine_of(request), settings_of(request), api, request.headers, request.stream(), who
         )
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
@@ -289,7 +289,7 @@ def add_workload_routes(app: FastAPI) -> None:
     )
     async def api_status(api: str, request: Request) -> dict[str, Any]:
         caller(request, Access.READ, api)
-        return _engine(request).api(valid_api(api)).public(_base_url(request))
+        return engine_of(request).api(valid_api(api)).public(_base_url(request))
 
     @app.get(
         "/{api}/workloads",
@@ -306,7 +306,7 @@ def add_workload_routes(app: FastAPI) -> None:
     ) -> dict[str, Any]:
         """Newest first; `submitted_by` keeps one submitter's (a key's name, or `owner`)."""
         who = caller(request, Access.READ, api)
-        engine = _engine(request)
+        engine = engine_of(request)
         engine.api(valid_api(api))
         limit = max(1, min(limit, 1000))
         found = engine.recent(api, status, limit, submitted_by)
@@ -325,7 +325,7 @@ def add_workload_routes(app: FastAPI) -> None:
         who.may_see(workload)
         wait = prefer_wait(request.headers)
         if wait:
-            await _engine(request).wait(workload, wait)
+            await engine_of(request).wait(workload, wait)
         return JSONResponse(who.view(workload))
 
     @app.get(
@@ -345,9 +345,9 @@ def add_workload_routes(app: FastAPI) -> None:
         media = workload.result_content_type or "application/octet-stream"
         if workload.result_data is not None:
             return Response(workload.result_data, media_type=media)
-        storage = _engine(request).storage
+        storage = engine_of(request).storage
         path = storage.result_path(api, workload_id)
-        if not await _engine(request).io(storage.exists, path):
+        if not await engine_of(request).io(storage.exists, path):
             raise NotFound(f"result of workload {workload_id} has expired")
         return StreamingResponse(
             _stream_file(storage, path),
@@ -372,7 +372,7 @@ def add_workload_routes(app: FastAPI) -> None:
         who.must_own(workload)
         if format not in ("ipynb", "html"):
             raise HTTPError(422, "format must be 'ipynb' or 'html'")
-        engine = _engine(request)
+        engine = engine_of(request)
         path = engine.storage.artifact_path(api, workload_id, NOTEBOOK_ARTIFACT)
         data = await asyncio.to_thread(engine.storage.read_bytes, path)
         if data is None:
@@ -392,7 +392,7 @@ def add_workload_routes(app: FastAPI) -> None:
     async def cancel(api: str, workload_id: str, request: Request) -> JSONResponse:
         who, workload = await find_workload(request, api, workload_id)
         who.must_own(workload)
-        workload = await _engine(request).cancel(api, workload_id)
+        workload = await engine_of(request).cancel(api, workload_id)
         return _workload_response(workload, 200)
 
 

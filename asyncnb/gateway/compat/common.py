@@ -10,12 +10,11 @@ from typing import Any
 
 from fastapi import Request
 
-from ...contract.settings import GatewaySettings
-from ...engine import Engine, NotFound
+from ...engine import NotFound
 from ...engine.workload import NO_INLINE, WorkloadState
 from ..auth import Access, Caller
 from ..errors import HTTPError
-from ..routes import caller, find_workload
+from ..routes import caller, engine_of, find_workload, settings_of
 from ..submission import Answer, submit_workload, valid_api, valid_id
 
 __all__ = [
@@ -29,16 +28,6 @@ __all__ = [
     "submit_json",
     "who",
 ]
-
-
-def engine_of(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-def _settings(request: Request) -> GatewaySettings:
-    settings: GatewaySettings = request.app.state.settings
-    return settings
 
 
 def served_api(request: Request, contract: str, api: str) -> str:
@@ -60,7 +49,11 @@ def who(request: Request, access: Access, api: str, authorization: str | None = 
 
     engine = getattr(request.app.state, "engine", None)
     return authorize(
-        _settings(request), engine.keys if engine is not None else None, authorization, access, api
+        settings_of(request),
+        engine.keys if engine is not None else None,
+        authorization,
+        access,
+        api,
     )
 
 
@@ -84,7 +77,7 @@ async def submit_json(
     given["content-type"] = "application/json"
     given["content-length"] = str(len(data))
     return await submit_workload(
-        engine_of(request), _settings(request), api, given, _once(data), submitter
+        engine_of(request), settings_of(request), api, given, _once(data), submitter
     )
 
 
