@@ -57,6 +57,14 @@ def who(request: Request, access: Access, api: str, authorization: str | None = 
     )
 
 
+def public_base(request: Request) -> str:
+    """Where clients reach the gateway, for the absolute URLs a contract answers with:
+    `--public-url`, else the address it serves on; never the request's `Host`, which any
+    client may set (as the native API's `APIRecord.url`)."""
+    configured = settings_of(request).public_url or getattr(request.app.state, "base_url", None)
+    return str(configured or request.base_url).rstrip("/")
+
+
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
