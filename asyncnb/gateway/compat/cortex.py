@@ -12,12 +12,14 @@ Credentials are asyncnb's (`Authorization: Bearer`); Cortex had none of its own.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ...contract.status import Status
+from ..schemas import errors, ok
 from .common import Access, HTTPError, find, result_value, served_api, submit_json, who
 
 CONTRACT = "cortex"
@@ -30,6 +32,17 @@ _STATUS = {
 }
 
 
+class CortexSubmitted(BaseModel):
+    id: str
+
+
+class CortexWorkload(BaseModel):
+    id: str
+    status: Literal["in_queue", "in_progress", "completed", "failed"]
+    result: Any = None
+    timestamp: str | None = None
+
+
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
     try:
@@ -39,7 +52,14 @@ async def _json_body(request: Request) -> Any:
 
 
 def add_routes(router: APIRouter) -> None:
-    @router.post("/{api}", responses={200: {"description": '`{"id"}`: persisted'}})
+    @router.post(
+        "/{api}",
+        response_model=None,
+        responses={
+            **ok(CortexSubmitted, "Persisted: the workload's id"),
+            **errors(400, 401, 403, 404, 413, 422, 429, 503),
+        },
+    )
     async def submit(api: str, request: Request) -> JSONResponse:
         submitter = who(request, Access.INVOKE, api)
         served_api(request, CONTRACT, api)
@@ -50,7 +70,14 @@ def add_routes(router: APIRouter) -> None:
         answer = await submit_json(request, api, payload, submitter, headers=headers)
         return JSONResponse({"id": answer.body["id"]})
 
-    @router.get("/{api}/{workload_id}")
+    @router.get(
+        "/{api}/{workload_id}",
+        response_model=None,
+        responses={
+            **ok(CortexWorkload, "The status; `result` and `timestamp` once completed"),
+            **errors(400, 401, 403, 404, 422, 429),
+        },
+    )
     async def retrieve(api: str, workload_id: str, request: Request) -> JSONResponse:
         served_api(request, CONTRACT, api)
         _, workload = await find(request, api, workload_id)
