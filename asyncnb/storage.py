@@ -11,6 +11,8 @@ Layout under the root URL::
     workloads/{api}/{id}/status.json  final record of a finished workload
     workloads/{api}/{id}/result     raw result bytes, when not kept inline in status.json
     outbox/{api}/{id}.json          webhook deliveries still owed
+    copies/{api}/{id}.json          copies of a workload's outcome still owed to storage
+                                    paths named at submit (engine/result_copies.py)
     journal/{api}/{n}.log           on a local disk, the journal instead of queue/, status.json
                                     and outbox/ (engine/store/journal.py)
     lease.json                      who serves this storage (object stores: conditional writes)
@@ -132,6 +134,12 @@ class Storage:
 
     def outbox_path(self, api: str, workload_id: str) -> str:
         return self.path("outbox", api, f"{workload_id}.json")
+
+    def copies_dir(self, api: str | None = None) -> str:
+        return self.path("copies") if api is None else self.path("copies", api)
+
+    def copy_marker_path(self, api: str, workload_id: str) -> str:
+        return self.path("copies", api, f"{workload_id}.json")
 
     def journal_dir(self) -> str:
         return self.path("journal")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # Each is served under /compat/<name> by gateway/compat/<name>.py; the order is the docs'.
-COMPAT_CONTRACTS = ("runpod", "replicate", "cortex")
+COMPAT_CONTRACTS = ("runpod", "replicate", "sagemaker", "cortex")
 COMPAT_PREFIX = "/compat"
 
 

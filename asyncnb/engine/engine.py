@@ -32,9 +32,11 @@ from .event_store import EventStore
 from .event_webhooks import EventWebhooks, chosen_events
 from .events import EventHub
 from .finished_cache import FinishedCache
+from .key_signing import signing_from_env
 from .keys import APIKey, KeyRing
 from .lease import Lease
 from .metrics import GatewayMetrics
+from .result_copies import ResultCopies
 from .settings import EngineSettings
 from .store import JournalStore, WorkloadStore, open_store, sweep_workload_folders
 from .store.commit import fsync_file
@@ -101,22 +103,32 @@ class Engine:
         )
         self._accepting: dict[str, asyncio.Future[WorkloadState]] = {}
         self._specs = asyncio.Lock()  # one spec.json write at a time: deploy, reconfigure
-        self.keys = KeyRing(storage)
+        self.keys = KeyRing(storage, signing_from_env())
         # one key record write at a time, so a usage flush never overwrites a revocation
         self._key_writes = asyncio.Lock()
         self._unfinished_by_key: Counter[str] = Counter()
         self._admitting_by_key: Counter[str] = Counter()  # submits reading their bodies
+        # outcomes copied to storage paths named at submit (gateway/compat/sagemaker.py)
+        self.copies = ResultCopies(
+            storage,
+            self.io_unbounded,
+            self.tasks,
+            self.get,
+            interval_s=self.settings.sweep_interval_s,
+        )
         self._closed = False
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         await self.io_unbounded(self.keys.load)
         await self._recover()
+        await self.copies.reconcile(startup=True)
         await self.dispatcher.start()
         self.tasks.spawn(self._sweep_forever())
         self.tasks.spawn(self.events.flush_forever())
         self.tasks.spawn(self._flush_key_usage_forever())
         self.tasks.spawn(self.scaler.run())
+        self.tasks.spawn(self.copies.run_forever())
 
     async def close(self) -> None:
         self._closed = True
@@ -531,6 +543,7 @@ class Engine:
             if status is not Status.CANCELLED:
                 state.finishes.record(now, latency, failed=status is Status.FAILED)
             self.events.finished(workload, status)
+            self.copies.finished(workload)
             if workload.done is not None:
                 workload.done.set()
             if url:

@@ -23,6 +23,7 @@ from typing import Any
 from ..contract.keys import ALL_APIS, KEY_PREFIX, Scope, is_key_id, parse_key
 from ..contract.timestamps import isoformat
 from ..storage import Storage
+from .key_signing import KeySigning
 
 logger = logging.getLogger(__name__)
 _DUMMY_SALT = secrets.token_hex(16)
@@ -69,6 +70,7 @@ class APIKey:
     max_queued: int | None = None
     revoked_at: float | None = None
     last_used_at: float | None = None
+    sigv4: bool = False  # its secret is derived (key_signing.py): it may sign SigV4 requests
     bucket: TokenBucket | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +96,7 @@ class APIKey:
 
     def record(self) -> dict[str, Any]:
         """The stored form: a hash, never the secret."""
+        extra = {"sigv4": True} if self.sigv4 else {}
         return {
             "id": self.id,
             "name": self.name,
@@ -108,6 +111,7 @@ class APIKey:
             "max_queued": self.max_queued,
             "revoked_at": self.revoked_at,
             "last_used_at": self.last_used_at,
+            **extra,
         }
 
     @classmethod
@@ -126,6 +130,7 @@ class APIKey:
             max_queued=record.get("max_queued"),
             revoked_at=record.get("revoked_at"),
             last_used_at=record.get("last_used_at"),
+            sigv4=bool(record.get("sigv4")),
         )
 
     def public(self, now: float | None = None) -> dict[str, Any]:
@@ -154,8 +159,10 @@ class KeyRefused(Exception):
 class KeyRing:
     """The keys of one gateway, loaded from storage at start and written through on change."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, signing: KeySigning | None = None) -> None:
         self.storage = storage
+        # with it, new keys' secrets are derived from their ids, so they can sign SigV4
+        self.signing = signing
         self._keys: dict[str, APIKey] = {}
         self._used: set[str] = set()  # keys whose last_used_at is not stored yet
 
@@ -198,7 +205,7 @@ class KeyRing:
         key_id = secrets.token_hex(8)
         while key_id in self._keys:
             key_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
+        secret = self.signing.secret_of(key_id) if self.signing else secrets.token_urlsafe(32)
         salt = secrets.token_hex(16)
         key = APIKey(
             id=key_id,
@@ -212,6 +219,7 @@ class KeyRing:
             rate_limit=rate_limit,
             burst=burst,
             max_queued=max_queued,
+            sigv4=self.signing is not None,
         )
         return key, f"{KEY_PREFIX}{key_id}_{secret}"
 
@@ -237,6 +245,15 @@ class KeyRing:
         key.last_used_at = now
         self._used.add(key.id)
         return key
+
+    def signing_text(self, key_id: str) -> str | None:
+        """The full text of a key that may sign SigV4 (what its secret was derived to be),
+        or None: no such key, one made without a signing secret, or none set now. `check`
+        then tells whether it still works (a changed signing secret fails its hash)."""
+        key = self._keys.get(key_id)
+        if key is None or not key.sigv4 or self.signing is None:
+            return None
+        return f"{KEY_PREFIX}{key_id}_{self.signing.secret_of(key_id)}"
 
     def revoked(self, key_id: str, now: float | None = None) -> APIKey | None:
         """The key with `revoked_at` set (not saved yet), or None when there is no such key."""
