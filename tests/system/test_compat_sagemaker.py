@@ -73,8 +73,8 @@ def runtime(gateway: Gateway, access_key_id: str, secret: str) -> Any:
     )
 
 
-def upload(moto: MotoServer, value: Any, bucket: str = BUCKET) -> str:
-    key = f"{INPUTS}/{uuid.uuid4().hex}.json"
+def upload(moto: MotoServer, value: Any, api: str = "sleepy", bucket: str = BUCKET) -> str:
+    key = f"{INPUTS}/{api}/{uuid.uuid4().hex}.json"
     s3(moto).put_object(Bucket=bucket, Key=key, Body=json.dumps(value).encode())
     return f"s3://{bucket}/{key}"
 
@@ -149,7 +149,9 @@ def test_a_failing_predictor_writes_the_failure_location(
 ) -> None:
     gateway, _ = served
     answer = runtime(gateway, "asyncnb", "usr").invoke_endpoint_async(
-        EndpointName="fails", InputLocation=upload(moto, {"n": 1}), ContentType="application/json"
+        EndpointName="fails",
+        InputLocation=upload(moto, {"n": 1}, "fails"),
+        ContentType="application/json",
     )
     error = json.loads(read_when_there(moto, answer["FailureLocation"]))
     assert error["status"] == "failed" and error["error"]["type"] == "ValueError"
@@ -179,7 +181,13 @@ def test_wrong_secrets_foreign_buckets_and_other_apis_are_refused(
         (
             runtime(gateway, key_id, secret),
             "sleepy",
-            upload(moto, {}, "foreign"),
+            upload(moto, {}, bucket="foreign"),
+            "AccessDeniedException",
+        ),
+        (  # another API's input, named by a key of this one
+            runtime(gateway, key_id, secret),
+            "sleepy",
+            upload(moto, {}, "fails"),
             "AccessDeniedException",
         ),
         (

@@ -129,7 +129,7 @@ def _options(request: Request) -> tuple[str, str, str | None]:
 async def _read_input(request: Request, api: str, location: str) -> bytes:
     engine = engine_of(request)
     storage = engine.storage
-    path = input_path(storage, location)
+    path = input_path(storage, location, api)
     limit = engine.api(api).options.max_payload_bytes
     try:
         size = await engine.io(storage.size, path)

@@ -2,13 +2,14 @@
 
 All three lie in the gateway's own storage, under `<storage>/sagemaker/`:
 
-    sagemaker/inputs/...                 what callers upload and name as InputLocation
+    sagemaker/inputs/{api}/...           what callers upload and name as InputLocation
     sagemaker/outputs/{api}/{id}.out     the result's bytes (OutputLocation)
     sagemaker/failures/{api}/{id}.error  the error record as JSON (FailureLocation)
 
 An InputLocation anywhere else is refused: another bucket (403), so the gateway never reads
-arbitrary buckets with its credentials, and the rest of its own storage (403: its queue, key
-hashes and API specs are not inputs).
+arbitrary buckets with its credentials; the rest of its own storage (403: its queue, key
+hashes and API specs are not inputs); and another API's inputs (403: a key for one API must not
+have a second API's input objects read and answered back to it).
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def url_of(storage: Storage, path: str) -> str:
     return f"{_scheme(storage)}://{path.lstrip('/')}"
 
 
-def inputs_dir(storage: Storage) -> str:
-    return storage.path(AREA, "inputs")
+def inputs_dir(storage: Storage, api: str) -> str:
+    return storage.path(AREA, "inputs", api)
 
 
-def inputs_url(storage: Storage) -> str:
-    return url_of(storage, inputs_dir(storage)) + "/"
+def inputs_url(storage: Storage, api: str) -> str:
+    return url_of(storage, inputs_dir(storage, api)) + "/"
 
 
 def copy_target(storage: Storage, api: str, workload_id: str) -> CopyTarget:
@@ -50,8 +51,9 @@ def copy_target(storage: Storage, api: str, workload_id: str) -> CopyTarget:
     )
 
 
-def input_path(storage: Storage, location: str) -> str:
-    """The storage path of an InputLocation; HTTPError 400 (malformed) or 403 (elsewhere)."""
+def input_path(storage: Storage, location: str, api: str) -> str:
+    """The storage path of an InputLocation of `api`; HTTPError 400 (malformed) or 403
+    (elsewhere)."""
     scheme = _scheme(storage)
     shown = location[:200]
     given, sep, rest = location.partition("://")
@@ -68,7 +70,7 @@ def input_path(storage: Storage, location: str) -> str:
             raise HTTPError(
                 403,
                 f"InputLocation names bucket {bucket[:63]!r}: the gateway reads inputs from "
-                f"its own storage only, under {inputs_url(storage)}",
+                f"its own storage only, under {inputs_url(storage, api)}",
             )
         path = rest
     else:
@@ -76,10 +78,10 @@ def input_path(storage: Storage, location: str) -> str:
     segments = path.strip("/").split("/")
     if any(s in ("", ".", "..") for s in segments) or path.endswith("/"):
         raise HTTPError(400, f"InputLocation {shown!r} must name an object, without . or ..")
-    if not path.startswith(inputs_dir(storage) + "/"):
+    if not path.startswith(inputs_dir(storage, api) + "/"):
         raise HTTPError(
             403,
-            f"InputLocation {shown!r} lies outside the inputs area: upload inputs under "
-            f"{inputs_url(storage)}",
+            f"InputLocation {shown!r} lies outside the inputs area of API {api!r}: upload its "
+            f"inputs under {inputs_url(storage, api)}",
         )
     return path

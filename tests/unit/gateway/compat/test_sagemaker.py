@@ -51,10 +51,11 @@ async def gateway(
         await backend.close()
 
 
-def put_input(engine: Engine, name: str, value: Any) -> str:
+def put_input(engine: Engine, name: str, value: Any, api: str = "double") -> str:
     storage = engine.storage
-    storage.write_bytes(storage.path("sagemaker", "inputs", name), json.dumps(value).encode())
-    return f"memory:/{storage.root}/sagemaker/inputs/{name}"
+    path = storage.path("sagemaker", "inputs", api, name)
+    storage.write_bytes(path, json.dumps(value).encode())
+    return f"memory:/{path}"
 
 
 def headers_for(location: str, **extra: str) -> dict[str, str]:
@@ -115,7 +116,7 @@ def test_token_signed_invocations_and_failures_go_to_the_failure_location() -> N
 async def _token_signed() -> None:
     async with gateway(token="usr", admin_token="adm") as (client, engine):
         await deploy(client, "fails", Failing)
-        location = put_input(engine, "b.json", {})
+        location = put_input(engine, "b.json", {}, api="fails")
         answer = await invoke(
             client, "fails", signed("fails", headers_for(location), "asyncnb", "usr")
         )
@@ -193,7 +194,12 @@ async def _bad_input() -> None:
             ("double", {}, 400, "InputLocation is required"),
             ("double", headers_for("https://x/y"), 400, "memory://"),
             ("double", headers_for(location.replace("d.json", "missing.json")), 400, "no object"),
-            ("double", headers_for(location.replace("inputs/d.json", "../keys/x")), 400, ".."),
+            (
+                "double",
+                headers_for(location.replace("inputs/double/d.json", "../keys/x")),
+                400,
+                "..",
+            ),
             (
                 "double",
                 headers_for(f"memory:/{engine.storage.root}/apis/double/spec.json"),
@@ -245,20 +251,23 @@ async def _bad_input() -> None:
 def test_s3_locations_stay_in_the_gateways_bucket_and_inputs_area() -> None:
     storage = Storage("s3://bucket/prefix")
     good = "s3://bucket/prefix/sagemaker/inputs/team/a.json"
-    assert input_path(storage, good) == "bucket/prefix/sagemaker/inputs/team/a.json"
+    assert input_path(storage, good, "team") == "bucket/prefix/sagemaker/inputs/team/a.json"
+    with pytest.raises(HTTPError) as other_api:
+        input_path(storage, good, "other")
+    assert other_api.value.status_code == 403 and "API 'other'" in other_api.value.detail
     for location, status in (
-        ("s3://elsewhere/prefix/sagemaker/inputs/a.json", 403),
+        ("s3://elsewhere/prefix/sagemaker/inputs/team/a.json", 403),
         ("s3://bucket/prefix/queue/double/0123", 403),
-        ("s3://bucket/other/sagemaker/inputs/a.json", 403),
+        ("s3://bucket/other/sagemaker/inputs/team/a.json", 403),
         ("s3://bucket", 400),
         ("s3:///key", 400),
         ("gs://bucket/prefix/sagemaker/inputs/a.json", 400),
         ("s3://bucket/prefix/sagemaker/inputs/a b.json", 400),
-        ("s3://bucket/prefix/sagemaker/inputs/", 400),
+        ("s3://bucket/prefix/sagemaker/inputs/team/", 400),
         ("s3://bucket/prefix/sagemaker/inputs/../../keys/k.json", 400),
     ):
         with pytest.raises(HTTPError) as refused:
-            input_path(storage, location)
+            input_path(storage, location, "team")
         assert refused.value.status_code == status, location
 
 
