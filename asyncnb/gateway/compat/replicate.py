@@ -10,7 +10,7 @@ points at), so that the `replicate` package works unchanged against an asyncnb g
 - `GET /v1/webhooks/default/secret` (admin): the webhook secret of the APIs served here.
 
 Ids are `<api>-<workload id>`; statuses and fields are mapped in replicate_prediction.py and
-docs/compat/replicate.md. Credentials are asyncnb's tokens and keys, as `Authorization:
+docs/compat.md. Credentials are asyncnb's tokens and keys, as `Authorization:
 Bearer` (or Replicate's older `Token`), with their usual scopes.
 """
 

@@ -1,5 +1,5 @@
 """SageMaker Async Inference (`sagemaker-runtime` InvokeEndpointAsync), under
-`/compat/sagemaker`: what boto3's `endpoint_url` points at (docs/compat/sagemaker.md).
+`/compat/sagemaker`: what boto3's `endpoint_url` points at (docs/compat.md).
 
 `POST /endpoints/{api}/async-invocations` reads the object at `X-Amzn-SageMaker-InputLocation`
 (in the gateway's storage, sagemaker_locations.py), submits it as a workload of `api` with
