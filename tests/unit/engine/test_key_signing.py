@@ -30,7 +30,7 @@ def test_a_derived_key_is_an_ordinary_key_whose_text_can_be_derived_again() -> N
 def test_keys_made_without_a_signing_secret_or_after_a_change_cannot_sign() -> None:
     storage = memory_storage()
     plain = KeyRing(storage)
-    key, text = plain.new("team", ["*"], [Scope.INVOKE])
+    key, _ = plain.new("team", ["*"], [Scope.INVOKE])
     plain.save(key)
     assert not key.sigv4 and plain.signing_text(key.id) is None
     assert "sigv4" not in storage.read_json(storage.key_path(key.id))
