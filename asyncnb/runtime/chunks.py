@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import functools
+import json
 import os
 import pickle
 import threading
@@ -35,12 +36,19 @@ from .progress import clear_running, current_running, set_running
 from .recycling import health, mark_recycle
 from .streaming import ChunkStream, FailedItem, WorkloadRun
 
-# (api, version) → built predictor. __init__ runs once per worker process per version.
-_predictors: dict[tuple[str, int], Predictor] = {}
-_predictor_locks: dict[tuple[str, int], threading.Lock] = {}
+# (storage, api, version) → built predictor. __init__ runs once per worker process per
+# version. The storage is part of the key: one cluster may serve gateways of several storages
+# (a team's and another's, staging and production), whose APIs can share a name and version.
+PredictorKey = tuple[str, str, int]
+_predictors: dict[PredictorKey, Predictor] = {}
+_predictor_locks: dict[PredictorKey, threading.Lock] = {}
 _registry_lock = threading.Lock()
-_gates: dict[tuple[str, int], threading.Semaphore] = {}
+_gates: dict[tuple[str, str, int], threading.Semaphore] = {}
 _KEEP_VERSIONS = 2
+
+
+def _storage_key(spec: ChunkSpec) -> str:
+    return json.dumps(spec["storage"], sort_keys=True, default=str)
 
 
 class PredictorInitError(Exception):
@@ -67,7 +75,7 @@ def _task_key(worker: Any) -> str | None:
 
 
 def load_predictor(spec: ChunkSpec) -> Predictor:
-    key = (spec["api"], int(spec["version"]))
+    key = (_storage_key(spec), spec["api"], int(spec["version"]))
     found = _predictors.get(key)
     if found is not None:
         return found
@@ -78,9 +86,10 @@ def load_predictor(spec: ChunkSpec) -> Predictor:
         if found is not None:
             return found
         storage = storage_from_description(spec["storage"])
-        blob = storage.read_bytes(storage.predictor_path(*key))
+        _, api, version = key
+        blob = storage.read_bytes(storage.predictor_path(api, version))
         if blob is None:
-            raise PredictorInitError(f"predictor of {key[0]} v{key[1]} is missing from storage")
+            raise PredictorInitError(f"predictor of {api} v{version} is missing from storage")
         try:
             class_blob, config = pickle.loads(blob)
             cls = cloudpickle.loads(class_blob)
@@ -88,14 +97,14 @@ def load_predictor(spec: ChunkSpec) -> Predictor:
         except Exception as exc:
             raise PredictorInitError(f"{type(exc).__name__}: {exc}") from exc
         _predictors[key] = predictor
-        _forget_old_versions(key[0])
+        _forget_old_versions(key[0], key[1])
         return predictor
 
 
-def _forget_old_versions(api: str) -> None:
-    versions = sorted(v for a, v in _predictors if a == api)
+def _forget_old_versions(storage: str, api: str) -> None:
+    versions = sorted(v for s, a, v in _predictors if (s, a) == (storage, api))
     for version in versions[:-_KEEP_VERSIONS]:
-        _predictors.pop((api, version), None)
+        _predictors.pop((storage, api, version), None)
 
 
 def artifact_path_for_current_workload(name: str) -> tuple[Storage, str] | None:
@@ -207,11 +216,12 @@ def _failure(item_id: str, error: ErrorRecord, started: float, **extra: bool) ->
 
 def _gate(spec: ChunkSpec) -> threading.Semaphore:
     """max_concurrency per worker process, whatever number of chunks Dask has started here."""
-    key = (spec["api"], int(spec.get("max_concurrency", 1)))
+    limit = int(spec.get("max_concurrency", 1))
+    key = (_storage_key(spec), spec["api"], limit)
     gate = _gates.get(key)
     if gate is None:
         with _registry_lock:
-            gate = _gates.setdefault(key, threading.Semaphore(key[1]))
+            gate = _gates.setdefault(key, threading.Semaphore(limit))
     return gate
 
 

@@ -238,6 +238,30 @@ def test_predictor_is_built_once_per_version(tmp_path: Path) -> None:
     assert Counted.inits == before + 1
 
 
+def test_same_api_and_version_of_two_storages_are_two_predictors(tmp_path: Path) -> None:
+    """One cluster can serve gateways of several storages (staging and production, two
+    teams): an API of the same name and version in each must run its own class."""
+    blobs = {"a": Doubler, "b": Sleeper}
+    specs = {}
+    for name, cls in blobs.items():
+        storage = Storage(f"file://{tmp_path / name}")
+        storage.write_bytes(
+            storage.predictor_path("same", 1), pickle.dumps((cloudpickle.dumps(cls), {}))
+        )
+        specs[name] = {
+            "api": "same",
+            "version": 1,
+            "storage": storage.describe(),
+            "inline_limit": 1024,
+            "max_batch_size": 1,
+            "timeout_s": None,
+        }
+    doubled = runtime.run_chunk(specs["a"], [_item({"n": 2})])[0]
+    slept = runtime.run_chunk(specs["b"], [_item({"sleep": 0})])[0]
+    assert json.loads(doubled["data"])["value"] == 4
+    assert slept["ok"] and bytes(slept["data"]) == b"awake"
+
+
 def test_predict_batch_used_when_batch_size_above_one(tmp_path: Path) -> None:
     _, spec = _deploy(tmp_path, Batcher, max_batch_size=2)
     Batcher.calls.clear()

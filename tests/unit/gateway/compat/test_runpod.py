@@ -101,7 +101,9 @@ async def _test_failed_and_timed_out_carry_their_error() -> None:
         assert failed["error"] == "ZeroDivisionError: no luck"
         await deploy(client, "slow", Oversleeps, timeout_s=0.05)
         timed_out = await final(client, "slow", await run(client, "slow", {}))
-        assert timed_out["status"] == "TIMED_OUT" and timed_out["error"].startswith("Timeout: ")
+        native = (await client.get(f"/slow/{timed_out['id']}", headers=USER)).json()
+        assert timed_out["status"] == "TIMED_OUT", (timed_out.get("error"), native.get("error"))
+        assert timed_out["error"].startswith("Timeout: ")
 
 
 def test_cancel_purge_queue_and_health() -> None:
