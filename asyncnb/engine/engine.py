@@ -40,6 +40,7 @@ from .result_copies import ResultCopies
 from .settings import EngineSettings
 from .store import JournalStore, WorkloadStore, open_store, sweep_workload_folders
 from .store.commit import fsync_file
+from .webhook_formats import webhook_body
 from .workload import Ending, WorkloadState
 
 logger = logging.getLogger(__name__)
@@ -563,9 +564,8 @@ class Engine:
 
     async def _deliver(self, state: APIState, workload: WorkloadState, url: str) -> None:
         await self.event_webhooks.drain(workload)  # the streamed events go first
-        outcome = await self.webhooks.deliver(
-            url, state.webhook_secret, f"msg_{workload.id}", workload.webhook_event()
-        )
+        body = await webhook_body(workload, workload.webhook_event())
+        outcome = await self.webhooks.deliver(url, state.webhook_secret, f"msg_{workload.id}", body)
         workload.webhook = outcome.public(url)
         try:
             await self.io(

@@ -56,6 +56,7 @@ class WorkloadState:
         "version",
         "webhook",
         "webhook_events",
+        "webhook_format",
         "webhook_url",
     )
 
@@ -76,6 +77,7 @@ class WorkloadState:
         submitted_by: str = OWNER,
         key_id: str | None = None,
         webhook_events: tuple[str, ...] | None = None,
+        webhook_format: dict[str, str] | None = None,
     ) -> None:
         self.id = id
         self.api = api
@@ -89,6 +91,9 @@ class WorkloadState:
         self.webhook_url = webhook_url
         # the event types its webhook gets (X-Webhook-Events); None: the API's choice
         self.webhook_events = webhook_events
+        # the shape of its webhook's body, when a peer's contract submitted it (a name an
+        # adapter registered, engine/webhook_formats.py, and what that adapter keeps with it)
+        self.webhook_format = webhook_format
         self.idempotency_key = idempotency_key
         self.attempts = attempts
         # who submitted it: a key's name (and that key's id), or OWNER for the tokens
@@ -132,6 +137,8 @@ class WorkloadState:
         }
         if self.webhook_events is not None:
             header["webhook_events"] = list(self.webhook_events)
+        if self.webhook_format is not None:
+            header["webhook_format"] = self.webhook_format
         return jsoncodec.dumps(header) + b"\n" + (self.body or b"")
 
     @classmethod
@@ -153,6 +160,7 @@ class WorkloadState:
             submitted_by=header.get("submitted_by") or OWNER,
             key_id=header.get("key_id"),
             webhook_events=_event_types(header.get("webhook_events")),
+            webhook_format=_format(header.get("webhook_format")),
         )
 
     # the views -----------------------------------------------------------------------------
@@ -203,6 +211,8 @@ class WorkloadState:
         record["key_id"] = self.key_id
         if self.webhook_events is not None:
             record["webhook_events"] = list(self.webhook_events)
+        if self.webhook_format is not None:
+            record["webhook_format"] = self.webhook_format
         if self.result_data is not None:
             record["_result_b64"] = base64.b64encode(self.result_data).decode()
         record["_result_stored"] = self.result_stored
@@ -221,6 +231,7 @@ class WorkloadState:
             submitted_by=record.get("submitted_by") or OWNER,
             key_id=record.get("key_id"),
             webhook_events=_event_types(record.get("webhook_events")),
+            webhook_format=_format(record.get("webhook_format")),
         )
         workload.status = Status(record["status"])
         workload.started_at = parse_iso(record.get("started_at"))
@@ -257,6 +268,12 @@ class WorkloadState:
         if self.error is not None:
             event["error"] = self.error
         return event
+
+
+def _format(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def _event_types(value: Any) -> tuple[str, ...] | None:

@@ -104,9 +104,11 @@ async def submit_workload(
     headers: Mapping[str, str],
     chunks: AsyncIterator[bytes],
     caller: Caller = OWNER_CALLER,
+    webhook_format: dict[str, str] | None = None,
 ) -> Answer:
     """Validate, stream the body in, persist, queue; raises HTTPError or EngineError for a
-    4xx or a 503. `caller` (authorized already) is who it is attributed to."""
+    4xx or a 503. `caller` (authorized already) is who it is attributed to; `webhook_format`
+    the shape of its webhook's body, for a peer's contract (engine/webhook_formats.py)."""
     state = engine.api(valid_api(api))
     if state.state is APIPhase.ERROR:
         raise Unavailable(
@@ -172,6 +174,7 @@ async def submit_workload(
             size=body.size,
             webhook_url=webhook_url,
             webhook_events=webhook_events,
+            webhook_format=webhook_format if webhook_url else None,
             idempotency_key=key,
             submitted_by=caller.name,
             key_id=caller.key_id,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import replicate
 from replicate.exceptions import ModelError, ReplicateError
+from replicate.prediction import Prediction
 from replicate.webhook import WebhookSigningSecret
 
 from asyncnb.client import Client
@@ -137,10 +138,12 @@ def test_webhook_is_signed_as_replicate_validates(gateway: Gateway) -> None:
             client.webhooks.validate(
                 headers=delivery["headers"], body=delivery["body"].decode(), secret=wrong
             )
-    # the body is asyncnb's terminal event: its `api` and `id` make the prediction id
-    event = delivery["json"]
-    assert f"{event['api']}-{event['id']}" == prediction.id
-    assert event["status"] == "completed" and event["result"] == {"hooked": True}
+    # the body is a prediction object, as Replicate POSTs it: replicate's own model reads it
+    hooked = Prediction(**delivery["json"])
+    assert hooked.id == prediction.id and hooked.status == "succeeded"
+    assert hooked.output == {"hooked": True} and hooked.error is None
+    assert hooked.urls["get"].endswith(f"/compat/replicate/v1/predictions/{prediction.id}")
+    assert hooked.model == "asyncnb/noconfig" and hooked.metrics["predict_time"] >= 0
 
 
 def test_an_api_key_works_and_a_wrong_key_is_refused(gateway: Gateway) -> None:

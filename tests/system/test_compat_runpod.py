@@ -17,7 +17,7 @@ import runpod
 from asyncnb.client import Client
 
 from ..support import predictors
-from ..support.processes import Gateway
+from ..support.processes import Gateway, WebhookReceiver
 
 USER, ADMIN = "user-token-runpod", "admin-token-runpod"
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
@@ -132,3 +132,17 @@ def test_an_api_key_works_and_a_wrong_one_is_refused(pointed: Gateway) -> None:
     unknown = f"ank_{'0' * 16}_{'x' * 43}"
     with pytest.raises(RuntimeError, match="401 Unauthorized"):
         runpod.Endpoint("echo", api_key=unknown).run({"k": 4})
+
+
+def test_a_jobs_webhook_gets_runpods_status_body(pointed: Gateway) -> None:
+    """RunPod POSTs the job's status body to its webhook; so does the adapter (signed with
+    the API's secret as every asyncnb webhook)."""
+    with WebhookReceiver() as receiver:
+        job = runpod.Endpoint("echo").run({"input": {"n": 7}, "webhook": receiver.url})
+        receiver.wait_for(1)
+        delivery = receiver.received[0]
+    body = delivery["json"]
+    assert body["id"] == job.job_id and body["status"] == "COMPLETED"
+    assert body["output"]["payload"] == {"n": 7}
+    assert body["executionTime"] >= 0 and body["delayTime"] >= 0
+    assert delivery["headers"]["webhook-id"] == f"msg_{job.job_id}"

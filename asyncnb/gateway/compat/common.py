@@ -76,16 +76,24 @@ async def submit_json(
     submitter: Caller,
     *,
     headers: Mapping[str, str] | None = None,
+    webhook_format: dict[str, str] | None = None,
 ) -> Answer:
     """Submit `payload` as a JSON workload of `api`, as `POST /{api}` would with `headers`
     (lower-case names: `idempotency-key`, `x-webhook-url`, `x-webhook-events`, `x-priority`,
-    `prefer`)."""
+    `prefer`). `webhook_format`: its `x-webhook-url` gets the contract's body shape
+    (engine/webhook_formats.py)."""
     data = json.dumps(payload, separators=(",", ":")).encode()
     given = {k.lower(): v for k, v in (headers or {}).items()}
     given["content-type"] = "application/json"
     given["content-length"] = str(len(data))
     return await submit_workload(
-        engine_of(request), settings_of(request), api, given, _once(data), submitter
+        engine_of(request),
+        settings_of(request),
+        api,
+        given,
+        _once(data),
+        submitter,
+        webhook_format=webhook_format,
     )
 
 

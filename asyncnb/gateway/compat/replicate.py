@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from ...contract.keys import looks_like_key
 from ...engine import Conflict
 from ...engine.keys import KeyRefused
+from ...engine.webhook_formats import register_webhook_format
 from ..schemas import errors, ok
 from .common import Access, Caller, HTTPError, engine_of, find, served_api, submit_json, who
 from .replicate_prediction import (
@@ -36,6 +37,8 @@ from .replicate_prediction import (
     predictions_url,
     preferred_wait,
     valid_owner,
+    webhook_format,
+    webhook_prediction,
 )
 from .replicate_schemas import REQUEST_BODY, Prediction, PredictionPage, WebhookSecret
 
@@ -75,7 +78,14 @@ async def _create(request: Request, api: str, pinned: int | None, body: dict[str
         )
     create = parse_create(body, request)
     wait = preferred_wait(request.headers)
-    answer = await submit_json(request, api, create.input, submitter, headers=create.headers)
+    answer = await submit_json(
+        request,
+        api,
+        create.input,
+        submitter,
+        headers=create.headers,
+        webhook_format=webhook_format(request),
+    )
     _, workload = await find(request, api, answer.body["id"], submitter)
     if wait:
         await engine_of(request).wait(workload, wait)
@@ -127,6 +137,7 @@ def _parse_cursor(cursor: str) -> tuple[int, str]:
 
 
 def add_routes(router: APIRouter) -> None:
+    register_webhook_format(CONTRACT, webhook_prediction)
     created = {**ok(Prediction, "Created: the prediction", 201), **_CREATE_ERRORS}
 
     @router.post("/v1/predictions", responses=created, openapi_extra=REQUEST_BODY)

@@ -234,3 +234,40 @@ async def prediction(
         "data_removed": False,
         "urls": {"get": url, "cancel": f"{url}/cancel"},
     }
+
+
+def webhook_format(request: Request) -> dict[str, str]:
+    """What a prediction's webhook needs to be POSTed as a prediction object: this contract's
+    name (engine/webhook_formats.py) and where the prediction is read back (`urls.get`)."""
+    return {"contract": CONTRACT, "predictions": predictions_url(request)}
+
+
+async def webhook_prediction(
+    workload: WorkloadState, event: dict[str, Any], chosen: dict[str, str]
+) -> dict[str, Any]:
+    """The prediction object Replicate POSTs to a webhook, from asyncnb's terminal event (its
+    owner's view: the webhook is the submitter's own). Logs are not in it: read them back
+    from `urls.get`."""
+    pid = prediction_id(workload.api, workload.id)
+    url = f"{chosen.get('predictions', BASE + '/v1/predictions')}/{pid}"
+    output = None
+    if workload.status is Status.COMPLETED:
+        output = event["result"] if "result" in event else {"result_url": event.get("result_url")}
+    number = workload.version
+    return {
+        "id": pid,
+        "model": f"{OWNER}/{workload.api}",
+        "version": workload.api if number is None else f"{workload.api}:{number}",
+        "status": STATUS[workload.status],
+        "input": None,
+        "output": output,
+        "error": _error(workload, True),
+        "logs": None,
+        "metrics": _metrics(workload),
+        "created_at": isoformat(workload.created_at),
+        "started_at": isoformat(workload.started_at),
+        "completed_at": isoformat(workload.finished_at),
+        "source": "api",
+        "data_removed": False,
+        "urls": {"get": url, "cancel": f"{url}/cancel"},
+    }

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 
 from ...contract.status import Status
 from ...engine import Conflict
+from ...engine.webhook_formats import register_webhook_format
 from ...engine.workload import WorkloadState
 from ..schemas import errors, ok
 from ..submission import MAX_WAIT_S
@@ -50,10 +51,13 @@ from .runpod_shapes import (
     RunpodStream,
     health_record,
     job_record,
+    webhook_job,
 )
 from .runpod_stream import StreamCursors, next_chunks
 
 CONTRACT = "runpod"
+# a job's own webhook gets RunPod's status body (runpod_shapes.webhook_job)
+WEBHOOK_FORMAT = {"contract": CONTRACT}
 BASE = "/v2"
 MAX_WAIT_MS = 300_000  # RunPod's own bound of `?wait=`; asyncnb waits at most MAX_WAIT_S
 _BODY = {
@@ -110,7 +114,9 @@ async def _submit(request: Request, api: str, wait_s: float = 0.0) -> tuple[Call
         headers["idempotency-key"] = key
     if wait_s:
         headers["prefer"] = f"wait={wait_s:.3f}"
-    answer = await submit_json(request, api, job.payload, submitter, headers=headers)
+    answer = await submit_json(
+        request, api, job.payload, submitter, headers=headers, webhook_format=WEBHOOK_FORMAT
+    )
     _, workload = await find(request, api, answer.body["id"], submitter)
     return submitter, workload
 
@@ -130,6 +136,7 @@ def _get_and_post(
 
 
 def add_routes(router: APIRouter) -> None:
+    register_webhook_format(CONTRACT, webhook_job)
     cursors = StreamCursors()
 
     @router.post(

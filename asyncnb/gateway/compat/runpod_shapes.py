@@ -159,3 +159,14 @@ JOB_REQUEST_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+async def webhook_job(
+    workload: WorkloadState, event: dict[str, Any], chosen: dict[str, str]
+) -> dict[str, Any]:
+    """What RunPod POSTs to a job's webhook: its status body, output included (the webhook is
+    the submitter's own), from asyncnb's terminal event (engine/webhook_formats.py)."""
+    output = None
+    if workload.status is Status.COMPLETED:
+        output = event["result"] if "result" in event else {"result_url": event.get("result_url")}
+    return job_record(workload, owner=True, output=output)
