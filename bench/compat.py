@@ -21,16 +21,10 @@ import contextlib
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench.harness import (
-    BenchError,
-    Gateway,
-    api_status,
     deadline,
     deploy_api,
     log,
@@ -39,7 +33,7 @@ from bench.harness import (
     wait_api_state,
     write_json,
 )
-from bench.loadgen import check_loopback, percentile
+from bench.submits import drain, submit_round
 
 PREDICTOR = "bench/noop_predictor.py:NoOp"
 API = "noop"
@@ -62,53 +56,6 @@ def routes(base: str) -> dict[str, tuple[str, Any, tuple[int, ...]]]:
     }
 
 
-async def submit_round(url: str, body: Any, accepted: tuple[int, ...], n: int) -> dict[str, Any]:
-    check_loopback(url)
-    latencies: list[float] = []
-    failures: list[str] = []
-    indices = iter(range(n))
-    connector = aiohttp.TCPConnector(limit=CLIENTS, limit_per_host=CLIENTS)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def lane() -> None:
-            for i in indices:
-                started = time.perf_counter()
-                try:
-                    async with session.post(url, json=body(i)) as resp:
-                        await resp.read()
-                        code = resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    failures.append(repr(exc))
-                    continue
-                if code not in accepted:
-                    failures.append(f"POST answered {code}")
-                    continue
-                latencies.append(time.perf_counter() - started)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(lane() for _ in range(CLIENTS)))
-        wall = time.perf_counter() - began
-    return {
-        "accepted": len(latencies),
-        "failures": len(failures),
-        "errors": failures[:5],
-        "submit_per_s": len(latencies) / wall,
-        "submit_p50_ms": percentile(latencies, 50) * 1000,
-        "submit_p99_ms": percentile(latencies, 99) * 1000,
-    }
-
-
-def drain(gateway: Gateway, timeout: float = 300) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status = api_status(gateway, API)
-        if not status.get("queue_depth") and not status.get("in_progress"):
-            return
-        time.sleep(0.2)
-    raise BenchError(f"the {API} queue did not drain within {timeout:.0f} s")
-
-
 def measure(n: int, rounds: int, workdir: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         gateway = start_gateway(stack, workdir, workers=1)
@@ -116,15 +63,15 @@ def measure(n: int, rounds: int, workdir: Path) -> dict[str, Any]:
         wait_api_state(gateway, API, workers=1)
         chosen = routes(gateway.base)
         for url, body, accepted in chosen.values():  # warm every route's code path
-            asyncio.run(submit_round(url, body, accepted, 200))
-        drain(gateway)
+            asyncio.run(submit_round(url, 200, CLIENTS, body, accepted))
+        drain(gateway, API)
         runs: list[dict[str, Any]] = []
         for number in range(rounds):
             order = list(chosen) if number % 2 == 0 else list(reversed(chosen))
             for name in order:
                 url, body, accepted = chosen[name]
-                run = asyncio.run(submit_round(url, body, accepted, n))
-                drain(gateway)
+                run = asyncio.run(submit_round(url, n, CLIENTS, body, accepted))
+                drain(gateway, API)
                 run.update(round=number + 1, route=name)
                 log(
                     f"[compat] round {number + 1} {name}: {run['submit_per_s']:.0f}/s, "

@@ -29,12 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench.harness import (
     BenchError,
     Gateway,
-    api_status,
     deadline,
     deploy_api,
     log,
@@ -43,8 +40,9 @@ from bench.harness import (
     wait_api_state,
     write_json,
 )
-from bench.loadgen import check_loopback, percentile
+from bench.loadgen import percentile
 from bench.processes import http_get
+from bench.submits import drain, submit_round
 
 PREDICTOR = "bench/noop_predictor.py:NoOp"
 API = "noop"
@@ -55,63 +53,12 @@ QUICK_N, QUICK_ROUNDS = 1000, 2
 WARMUP_N = 200
 
 
-async def submit_round(url: str, n: int, clients: int) -> dict[str, Any]:
-    """`n` submits from `clients` lanes, back to back: the 202 rate and submit latency."""
-    check_loopback(url)
-    latencies: list[float] = []
-    failures: list[str] = []
-    indices = iter(range(n))
-    connector = aiohttp.TCPConnector(limit=clients, limit_per_host=clients)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def lane() -> None:
-            for i in indices:
-                started = time.perf_counter()
-                try:
-                    async with session.post(url, json={"x": i}) as resp:
-                        await resp.read()
-                        code = resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    failures.append(repr(exc))
-                    continue
-                if code != 202:
-                    failures.append(f"POST answered {code}")
-                    continue
-                latencies.append(time.perf_counter() - started)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(lane() for _ in range(clients)))
-        wall = time.perf_counter() - began
-    return {
-        "n": n,
-        "accepted": len(latencies),
-        "failures": len(failures),
-        "errors": failures[:5],
-        "wall_s": wall,
-        "submit_per_s": len(latencies) / wall,
-        "submit_p50_ms": percentile(latencies, 50) * 1000,
-        "submit_p99_ms": percentile(latencies, 99) * 1000,
-    }
-
-
 def journal_fsyncs(gateway: Gateway) -> float:
     code, raw = http_get(f"{gateway.base}/metrics", timeout=5)
     if code != 200:
         raise BenchError(f"GET /metrics answered {code}")
     match = re.search(rb"^asyncnb_journal_fsyncs_total (\S+)$", raw, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
-
-
-def drain(gateway: Gateway, timeout: float = 300) -> None:
-    """Until the round's workloads have run, so the next round has the machine to itself."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status = api_status(gateway, API)
-        if not status.get("queue_depth") and not status.get("in_progress"):
-            return
-        time.sleep(0.2)
-    raise BenchError(f"the {API} queue did not drain within {timeout:.0f} s")
 
 
 def raw_fsync_ms(folder: Path, samples: int = 200) -> dict[str, float]:
@@ -170,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             deploy_api(gateway, PREDICTOR, API)
             wait_api_state(gateway, API, workers=1)
             asyncio.run(submit_round(gateway.url(API), WARMUP_N, CLIENTS))
-            drain(gateway)
+            drain(gateway, API)
             log(f"[durability] {mode} gateway ready at {gateway.base}")
         for number in range(1, args.rounds + 1):
             for mode in MODES if number % 2 else reversed(MODES):
@@ -184,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"p50 {found['submit_p50_ms']:.2f} ms, p99 {found['submit_p99_ms']:.2f} ms, "
                     f"{found['fsyncs']:.0f} fsyncs, {found['failures']} failures"
                 )
-                drain(gateway)
+                drain(gateway, API)
         disk = raw_fsync_ms(Path(tmp))
     return {
         "n": args.n,

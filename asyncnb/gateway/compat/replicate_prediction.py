@@ -217,12 +217,26 @@ async def prediction(
     if owns and workload.status is Status.COMPLETED:
         output = await result_value(request, workload)
     logs = await engine.events.log_text(workload) if owns and with_logs else None
+    given = given if given is not None else (_stored_input(workload) if owns else None)
+    return _prediction_object(workload, url, number, status, given, output, owns, logs)
+
+
+def _prediction_object(
+    workload: WorkloadState,
+    url: str,
+    number: int | None,
+    status: str,
+    given: Any,
+    output: Any,
+    owns: bool,
+    logs: str | None,
+) -> dict[str, Any]:
     return {
-        "id": pid,
+        "id": prediction_id(workload.api, workload.id),
         "model": f"{OWNER}/{workload.api}",
         "version": workload.api if number is None else f"{workload.api}:{number}",
         "status": status,
-        "input": given if given is not None else (_stored_input(workload) if owns else None),
+        "input": given,
         "output": output,
         "error": _error(workload, owns),
         "logs": logs,
@@ -253,21 +267,5 @@ async def webhook_prediction(
     output = None
     if workload.status is Status.COMPLETED:
         output = event["result"] if "result" in event else {"result_url": event.get("result_url")}
-    number = workload.version
-    return {
-        "id": pid,
-        "model": f"{OWNER}/{workload.api}",
-        "version": workload.api if number is None else f"{workload.api}:{number}",
-        "status": STATUS[workload.status],
-        "input": None,
-        "output": output,
-        "error": _error(workload, True),
-        "logs": None,
-        "metrics": _metrics(workload),
-        "created_at": isoformat(workload.created_at),
-        "started_at": isoformat(workload.started_at),
-        "completed_at": isoformat(workload.finished_at),
-        "source": "api",
-        "data_removed": False,
-        "urls": {"get": url, "cancel": f"{url}/cancel"},
-    }
+    status = STATUS[workload.status]
+    return _prediction_object(workload, url, workload.version, status, None, output, True, None)
