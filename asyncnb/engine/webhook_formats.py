@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..contract.status import Status
 from .workload import WorkloadState
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,14 @@ WebhookFormatter = Callable[
 ]
 
 _formatters: dict[str, WebhookFormatter] = {}
+
+
+def terminal_output(workload: WorkloadState, event: dict[str, Any]) -> Any:
+    """What a formatter puts as the output: the result its terminal event carries inline,
+    else where the native API serves it; None unless the workload completed."""
+    if workload.status is not Status.COMPLETED:
+        return None
+    return event["result"] if "result" in event else {"result_url": event.get("result_url")}
 
 
 def register_webhook_format(name: str, formatter: WebhookFormatter) -> None:

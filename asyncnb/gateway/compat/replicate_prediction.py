@@ -20,6 +20,7 @@ from ...contract.names import api_name_problem, is_workload_id
 from ...contract.predictor import JSON_TYPE
 from ...contract.status import Status
 from ...contract.timestamps import isoformat
+from ...engine.webhook_formats import terminal_output
 from ...engine.workload import WorkloadState
 from .common import Caller, HTTPError, engine_of, public_base, result_value
 
@@ -264,8 +265,6 @@ async def webhook_prediction(
     from `urls.get`."""
     pid = prediction_id(workload.api, workload.id)
     url = f"{chosen.get('predictions', BASE + '/v1/predictions')}/{pid}"
-    output = None
-    if workload.status is Status.COMPLETED:
-        output = event["result"] if "result" in event else {"result_url": event.get("result_url")}
+    output = terminal_output(workload, event)
     status = STATUS[workload.status]
     return _prediction_object(workload, url, workload.version, status, None, output, True, None)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...contract.status import Status
 from ...contract.tasks import ErrorRecord
 from ...engine.api_state import APIState
+from ...engine.webhook_formats import terminal_output
 from ...engine.workload import WorkloadState
 
 TIMEOUT_ERROR = "Timeout"  # the error type a predict past its API's timeout_s records
@@ -166,7 +167,4 @@ async def webhook_job(
 ) -> dict[str, Any]:
     """What RunPod POSTs to a job's webhook: its status body, output included (the webhook is
     the submitter's own), from asyncnb's terminal event (engine/webhook_formats.py)."""
-    output = None
-    if workload.status is Status.COMPLETED:
-        output = event["result"] if "result" in event else {"result_url": event.get("result_url")}
-    return job_record(workload, owner=True, output=output)
+    return job_record(workload, owner=True, output=terminal_output(workload, event))
