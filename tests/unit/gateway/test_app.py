@@ -63,11 +63,12 @@ class BadInit:
 
 
 @asynccontextmanager
-async def gateway(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of a gateway with a real engine (user token 'usr', admin token 'adm')."""
-    settings.setdefault("token", "usr")
-    settings.setdefault("admin_token", "adm")
-    storage = Storage(f"memory://app-{uuid.uuid4().hex}")
+async def gateway_and_engine(
+    storage: Storage | None = None, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
+    """An HTTP client of a gateway with a real engine, and that engine (no tokens unless
+    `settings` gives them)."""
+    storage = storage or Storage(f"memory://app-{uuid.uuid4().hex}")
     backend = FakeBackend(workers=1, runner=run_chunk, warmer=warm)
     engine = Engine(storage, backend, EngineSettings())
     await engine.start()
@@ -76,11 +77,20 @@ async def gateway(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client
+            yield client, engine
     finally:
         GATE.set()
         await engine.close()
         await backend.close()
+
+
+@asynccontextmanager
+async def gateway(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of a gateway with a real engine (user token 'usr', admin token 'adm')."""
+    settings.setdefault("token", "usr")
+    settings.setdefault("admin_token", "adm")
+    async with gateway_and_engine(**settings) as (client, _):
+        yield client
 
 
 async def until(probe: Callable[[], Awaitable[Any]]) -> Any:

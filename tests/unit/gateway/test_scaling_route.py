@@ -5,39 +5,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
-from asyncnb.contract.settings import GatewaySettings
-from asyncnb.engine import Engine, EngineSettings
-from asyncnb.engine.backends.fake import FakeBackend
-from asyncnb.gateway import create_asgi_app
-from asyncnb.runtime.chunks import run_chunk, warm
-from asyncnb.storage import Storage
-
-from .test_app import ADMIN, USER, Doubler, assert_error, deploy, finished
+from .test_app import ADMIN, USER, Doubler, assert_error, deploy, finished, gateway_and_engine
 
 
-@asynccontextmanager
-async def gateway() -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
+def gateway() -> Any:
     """An HTTP client of a gateway (user token 'usr', admin token 'adm'), and its engine."""
-    storage = Storage(f"memory://scaling-{uuid.uuid4().hex}")
-    backend = FakeBackend(workers=1, runner=run_chunk, warmer=warm)
-    engine = Engine(storage, backend, EngineSettings())
-    await engine.start()
-    app = create_asgi_app(GatewaySettings(storage=storage.url, token="usr", admin_token="adm"))
-    app.state.engine = engine
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, engine
-    finally:
-        await engine.close()
-        await backend.close()
+    return gateway_and_engine(token="usr", admin_token="adm")
 
 
 def run(scenario: Any) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,39 +14,18 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from asyncnb.contract.settings import GatewaySettings
-from asyncnb.engine import Engine, EngineSettings
-from asyncnb.engine.backends.fake import FakeBackend
+from asyncnb.engine import Engine
 from asyncnb.engine.key_signing import SIGNING_SECRET_ENV
-from asyncnb.gateway import create_asgi_app
 from asyncnb.gateway.compat.sagemaker_locations import input_path
 from asyncnb.gateway.errors import HTTPError
-from asyncnb.runtime.chunks import run_chunk, warm
 from asyncnb.storage import Storage
 
-from ..test_app import ADMIN, Doubler, Failing, deploy, until
+from ..test_app import ADMIN, Doubler, Failing, deploy, gateway_and_engine, until
 
 BASE = "/compat/sagemaker"
 
 
-@asynccontextmanager
-async def gateway(
-    storage: Storage | None = None, **settings: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
-    """test_app's gateway, with its engine at hand (to place inputs and read outputs)."""
-    storage = storage or Storage(f"memory://sm-{uuid.uuid4().hex}")
-    backend = FakeBackend(workers=1, runner=run_chunk, warmer=warm)
-    engine = Engine(storage, backend, EngineSettings())
-    await engine.start()
-    app = create_asgi_app(GatewaySettings(storage=storage.url, **settings))
-    app.state.engine = engine
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client, engine
-    finally:
-        await engine.close()
-        await backend.close()
+gateway = gateway_and_engine  # with its engine at hand (to place inputs, read outputs)
 
 
 def put_input(engine: Engine, name: str, value: Any, api: str = "double") -> str:
