@@ -168,7 +168,8 @@ class MotoServer:
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
-    def _client(self) -> Any:
+    def s3_client(self) -> Any:
+        """A boto3 S3 client of this endpoint."""
         import boto3
 
         return boto3.client(
@@ -180,11 +181,11 @@ class MotoServer:
         )
 
     def make_bucket(self, name: str) -> None:
-        s3 = self._client()
+        s3 = self.s3_client()
         s3.create_bucket(Bucket=name)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        s3 = self._client()
+        s3 = self.s3_client()
         keys: list[str] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys.extend(o["Key"] for o in page.get("Contents", []))

@@ -53,16 +53,6 @@ def env_of(moto: MotoServer) -> dict[str, str]:
     return {**moto.env, SIGNING_SECRET_ENV: SIGNING_SECRET}
 
 
-def s3(moto: MotoServer) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def runtime(gateway: Gateway, access_key_id: str, secret: str) -> Any:
     return boto3.client(
         "sagemaker-runtime",
@@ -75,14 +65,14 @@ def runtime(gateway: Gateway, access_key_id: str, secret: str) -> Any:
 
 def upload(moto: MotoServer, value: Any, api: str = "sleepy", bucket: str = BUCKET) -> str:
     key = f"{INPUTS}/{api}/{uuid.uuid4().hex}.json"
-    s3(moto).put_object(Bucket=bucket, Key=key, Body=json.dumps(value).encode())
+    moto.s3_client().put_object(Bucket=bucket, Key=key, Body=json.dumps(value).encode())
     return f"s3://{bucket}/{key}"
 
 
 def read_when_there(moto: MotoServer, location: str, timeout: float = 120) -> bytes:
     """Poll S3 for the object, as a SageMaker user waits for an async inference."""
     bucket, _, key = location.removeprefix("s3://").partition("/")
-    client = s3(moto)
+    client = moto.s3_client()
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -97,7 +87,7 @@ def read_when_there(moto: MotoServer, location: str, timeout: float = 120) -> by
 def absent(moto: MotoServer, location: str) -> bool:
     bucket, _, key = location.removeprefix("s3://").partition("/")
     try:
-        s3(moto).head_object(Bucket=bucket, Key=key)
+        moto.s3_client().head_object(Bucket=bucket, Key=key)
     except ClientError:
         return True
     return False
