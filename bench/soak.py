@@ -134,7 +134,6 @@ class Soak:
     rate: float
     seed: int
     workdir: Path
-    lease_ttl: float = 6.0
     faults: list[Fault] = field(default_factory=list)
     submitted: list[Submitted] = field(default_factory=list)
 
@@ -154,7 +153,7 @@ class Soak:
             fault = await loop.run_in_executor(None, injector.inject, kind)
             log(f"[{time.time() - started:6.1f} s] {fault.detail}")
             self.faults.append(fault)
-            probe = self._new(rng, sleep=0.0)
+            probe = self._new()
             await clients.submit(probe, {"n": probe.n, "sleep": 0.0})
             if probe.workload_id is not None:
                 record = await clients.record(probe.workload_id, time.time() + PROBE_TIMEOUT_S)
@@ -164,7 +163,7 @@ class Soak:
         load.cancel()
         await asyncio.gather(load, return_exceptions=True)
 
-    def _new(self, rng: random.Random, sleep: float) -> Submitted:
+    def _new(self) -> Submitted:
         item = Submitted(len(self.submitted), time.time())
         self.submitted.append(item)
         return item
@@ -176,7 +175,7 @@ class Soak:
                 due = started + tick / self.rate
                 await asyncio.sleep(max(0.0, due - time.time()))
                 sleep = round(rng.uniform(0.05, 0.35), 3)
-                item = self._new(rng, sleep)
+                item = self._new()
                 task = asyncio.create_task(clients.submit(item, {"n": item.n, "sleep": sleep}))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -232,7 +231,7 @@ class Soak:
 
         await asyncio.gather(*(read(i) for i in self.submitted if i.workload_id is not None))
 
-    def report(self, system: System) -> dict[str, Any]:
+    def report(self, system: System, client_errors: dict[str, int]) -> dict[str, Any]:
         accepted = [i for i in self.submitted if i.workload_id is not None]
         completed = [
             i
@@ -282,7 +281,7 @@ class Soak:
             "duplicates_at_a_fault": len(at_kill),
             "duplicates_unexplained": sorted(set(duplicates) - at_kill)[:20],
             "submit_attempts": sum(i.attempts for i in self.submitted),
-            "client_errors": dict(self._client_errors),
+            "client_errors": dict(client_errors),
             "faults": {
                 kind: {
                     "count": len(faults),
@@ -298,8 +297,6 @@ class Soak:
             "worker_restarts": system.worker_restarts,
             "gateway_starts": sum(g.starts for g in system.gateways),
         }
-
-    _client_errors: dict[str, int] = field(default_factory=dict)
 
     def _at_a_fault(self, runs: list[tuple[float, float | None]]) -> bool:
         """One of the executions overlapped a fault (until its outcome could be recorded)."""
@@ -396,7 +393,7 @@ def markdown(report: dict[str, Any], meta: dict[str, Any]) -> str:
 
 async def soak_main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     system = System(workdir, workers=args.workers, lease_ttl=args.lease_ttl)
-    soak = Soak(args.duration, args.every, args.rate, args.seed, workdir, args.lease_ttl)
+    soak = Soak(args.duration, args.every, args.rate, args.seed, workdir)
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(None, system.start)
@@ -408,10 +405,10 @@ async def soak_main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await soak.run(system, clients)
             log("soak: load stopped; reading every accepted workload's record")
             await soak.drain(clients)
-            soak._client_errors = dict(clients.errors)
+            client_errors = dict(clients.errors)
         finally:
             await clients.close()
-        report = soak.report(system)
+        report = soak.report(system, client_errors)
     finally:
         await loop.run_in_executor(None, system.stop)
     return report
